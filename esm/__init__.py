@@ -1,0 +1,3 @@
+"""esm: a self-hosted AWS Lambda event source mapping."""
+
+__version__ = "0.1.0"

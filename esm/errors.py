@@ -1,0 +1,53 @@
+"""The error tree: every error esm raises on purpose, each saying whether a retry can help."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EsmError(Exception):
+    """Base of every error esm raises on purpose."""
+
+    retriable: ClassVar[bool] = False
+
+
+class ConfigError(EsmError):
+    """The configuration is invalid; `problems` lists every problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class SourceError(EsmError):
+    """Reading from the event source failed in a way that waiting will not fix."""
+
+
+class TransientSourceError(SourceError):
+    """Reading failed for now (throttled, network, 5xx): back off and try again."""
+
+    retriable = True
+
+
+class ThroughputExceeded(TransientSourceError):
+    """The source throttled the read (ProvisionedThroughputExceededException)."""
+
+
+class ExpiredIterator(SourceError):
+    """The shard iterator expired: get a new one after the last checkpoint."""
+
+    retriable = True
+
+
+class ResourceNotFound(SourceError):
+    """The stream, shard or queue does not exist (or no longer does)."""
+
+
+class CheckpointError(EsmError):
+    """The checkpoint store could not load or save."""
+
+    retriable = True
+
+
+class BackendError(EsmError):
+    """A function backend could not be set up (bad handler path, bad URL)."""

@@ -1,0 +1,90 @@
+"""Every Prometheus metric esm exports, defined once, on a registry of its own per daemon.
+
+Names mirror the CloudWatch metrics AWS publishes for event source mappings
+(PolledEventCount -> esm_polled_events_total, IteratorAge -> esm_iterator_age_seconds, ...).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics:
+    """The daemon's metrics. Labels: `mapping` (the mapping's id) and `shard` where it applies."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.polled_events = Counter(
+            "esm_polled_events",
+            "Records read from the event source (PolledEventCount).",
+            ["mapping"],
+            registry=r,
+        )
+        self.invoked_events = Counter(
+            "esm_invoked_events",
+            "Records sent to the function; retries count again (InvokedEventCount).",
+            ["mapping"],
+            registry=r,
+        )
+        self.failed_invoke_events = Counter(
+            "esm_failed_invoke_events",
+            "Records in invocations that failed (FailedInvokeEventCount).",
+            ["mapping"],
+            registry=r,
+        )
+        self.invocations = Counter(
+            "esm_invocations",
+            "Invocations by result: success, function_error, throttle, system_error.",
+            ["mapping", "result"],
+            registry=r,
+        )
+        self.invoke_duration = Histogram(
+            "esm_invoke_duration_seconds",
+            "How long invocations took, whatever their result (Duration).",
+            ["mapping"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "esm_batch_size_records",
+            "Records per invocation.",
+            ["mapping"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.iterator_age = Gauge(
+            "esm_iterator_age_seconds",
+            "Age of the last record of the latest batch when it was sent, or how far the "
+            "shard's reader is behind its tip when idle (IteratorAge).",
+            ["mapping", "shard"],
+            registry=r,
+        )
+        self.read_errors = Counter(
+            "esm_source_read_errors",
+            "Failed reads from the source by reason (throttled, expired_iterator, network).",
+            ["mapping", "reason"],
+            registry=r,
+        )
+        self.shards = Gauge(
+            "esm_shards_reading",
+            "Shards being read now.",
+            ["mapping"],
+            registry=r,
+        )
+        self.checkpoints_saved = Counter(
+            "esm_checkpoints_saved",
+            "Checkpoints written to the state store.",
+            ["mapping"],
+            registry=r,
+        )
+
+    def forget_shard(self, mapping: str, shard: str) -> None:
+        """Drop a finished shard's per-shard series so closed shards do not linger."""
+        try:
+            self.iterator_age.remove(mapping, shard)
+        except KeyError:
+            pass

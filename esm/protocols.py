@@ -1,0 +1,96 @@
+"""The contracts between the pipeline and everything pluggable: sources, backends, stores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from esm.model import (
+    Checkpoint,
+    Invocation,
+    InvokeResult,
+    RecordsPage,
+    ShardInfo,
+    StartPosition,
+)
+
+
+class StreamAPI(Protocol):
+    """The slice of a shard-based stream service (Kinesis, DynamoDB Streams) that esm uses.
+
+    One instance serves one stream. Every method raises `esm.errors.TransientSourceError`
+    (or its subclass `ThroughputExceeded`) when waiting and retrying can help, and
+    `esm.errors.ResourceNotFound` when the stream or shard is gone.
+    """
+
+    @property
+    def stream_arn(self) -> str: ...
+
+    async def list_shards(self) -> list[ShardInfo]:
+        """Every shard the service still lists for the stream, open and closed, paginated through."""
+        ...
+
+    async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
+        """An iterator for `shard_id` starting at `position`."""
+        ...
+
+    async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
+        """Up to `limit` records from `iterator`, converted to `Record`s of `shard_id`.
+
+        :raises ExpiredIterator: the iterator is too old; ask for a new one.
+        """
+        ...
+
+
+@runtime_checkable
+class FunctionBackend(Protocol):
+    """Runs the function for one batch. Implementations never raise for a failed invocation:
+    every outcome, including timeouts and refused connections, is an `InvokeResult`."""
+
+    async def invoke(self, invocation: Invocation) -> InvokeResult:
+        """Run the function on `invocation.payload`, ending by `invocation.deadline`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads and processes. Called once, at shutdown."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Durable positions of each mapping's partitions.
+
+    INVARIANT: a saved checkpoint is never ahead of what was delivered, so a restart can
+    deliver a batch twice but never skip one. Methods raise `esm.errors.CheckpointError`.
+    """
+
+    async def load(self, mapping_id: str) -> dict[str, Checkpoint]:
+        """Every partition's checkpoint saved for `mapping_id` (empty when none)."""
+        ...
+
+    async def save(self, mapping_id: str, partition: str, checkpoint: Checkpoint) -> None:
+        """Durably record `checkpoint` for `partition`; returns once it is stored."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush and close."""
+        ...
+
+
+class Destination(Protocol):
+    """Where a given-up batch's failure record goes (DestinationConfig.OnFailure)."""
+
+    async def send(self, record: Mapping[str, Any], payload: bytes, partition: str) -> None:
+        """Store `record` (and, where the destination keeps it, the event `payload`).
+
+        :raises TransientSourceError: not stored; the caller retries.
+        """
+        ...
+
+
+class Clock(Protocol):
+    """Wall-clock time, a parameter so that time-dependent logic is testable."""
+
+    def __call__(self) -> float: ...
+
+
+ShardList = Sequence[ShardInfo]
