@@ -1,0 +1,84 @@
+"""Cuts a partition's records into batches by BatchSize, the batching window and 6 MB."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from esm.model import EVENT_ENVELOPE_BYTES, MAX_INVOKE_PAYLOAD_BYTES, Record
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """When a batch is complete: whichever of the three limits is reached first."""
+
+    batch_size: int
+    """BatchSize: most records per invocation."""
+    window_seconds: float = 0.0
+    """MaximumBatchingWindowInSeconds: how long to gather before invoking."""
+    max_payload_bytes: int = MAX_INVOKE_PAYLOAD_BYTES
+
+
+class Batcher:
+    """Records waiting to be delivered, in order, and the rule that cuts them into batches.
+
+    INVARIANT: `take()` returns records in the order they were added, never more than
+    `batch_size`, and never more than `max_payload_bytes` of event, except a single record
+    that is larger than the limit on its own, which comes out alone (the delivery reports it
+    as undeliverable rather than the batcher dropping it).
+    """
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self.limits = limits
+        self._pending: deque[Record] = deque()
+        self._pending_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def add(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self._pending.append(record)
+            self._pending_bytes += record.size
+
+    def full(self) -> bool:
+        """A batch is complete without waiting for the window: enough records or bytes."""
+        if len(self._pending) >= self.limits.batch_size:
+            return True
+        return EVENT_ENVELOPE_BYTES + self._pending_bytes >= self.limits.max_payload_bytes
+
+    def take(self) -> list[Record]:
+        """Remove and return the next batch (empty when nothing is pending)."""
+        batch: list[Record] = []
+        size = EVENT_ENVELOPE_BYTES
+        pending = self._pending
+        limit = self.limits.max_payload_bytes
+        count = self.limits.batch_size
+        while pending and len(batch) < count:
+            record = pending[0]
+            if batch and size + record.size > limit:
+                break
+            pending.popleft()
+            batch.append(record)
+            size += record.size
+        self._pending_bytes -= size - EVENT_ENVELOPE_BYTES
+        return batch
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._pending_bytes = 0
+
+
+def cut_batches(records: Iterable[Record], limits: BatchLimits) -> list[list[Record]]:
+    """Every batch `records` make, in order (the whole input, no window): for tests and tools."""
+    batcher = Batcher(limits)
+    batcher.add(records)
+    batches = []
+    while len(batcher):
+        batches.append(batcher.take())
+    return batches

@@ -1,0 +1,1 @@
+"""Event sources: Kinesis Data Streams (and, sharing its shard machinery, DynamoDB Streams)."""

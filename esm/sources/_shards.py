@@ -1,0 +1,470 @@
+"""Shard machinery shared by Kinesis and DynamoDB Streams: discovery, lineage, polling, checkpoints.
+
+One `ShardedStreamRunner` runs one mapping. It lists the stream's shards periodically, starts
+one worker per shard whose parents are finished, and each worker pairs a reader (GetRecords
+loop feeding a bounded channel) with a processor (batcher -> delivery -> checkpoint).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from esm.errors import (
+    CheckpointError,
+    ExpiredIterator,
+    ResourceNotFound,
+    SourceError,
+    ThroughputExceeded,
+    TransientSourceError,
+)
+from esm.metrics import Metrics
+from esm.model import Batch, Checkpoint, IteratorType, RecordsPage, ShardInfo, StartPosition
+from esm.pipeline.batcher import Batcher, BatchLimits
+from esm.pipeline.deliver import Deliverer, DeliveryOutcome, InFlight
+from esm.pipeline.retry import Backoff
+from esm.protocols import CheckpointStore, StreamAPI
+
+# Kinesis allows 5 GetRecords calls per second per shard, shared by every consumer.
+MIN_POLL_INTERVAL_SECONDS = 0.2
+
+
+class ShardPhase(enum.Enum):
+    """Where a shard is in its life, as far as this mapping is concerned."""
+
+    WAITING = "waiting"
+    """Known, but a parent shard is not finished yet: reading it now would break order."""
+    READING = "reading"
+    """A worker is reading and delivering it."""
+    FINISHED = "finished"
+    """Closed, read to its end and every record settled: its children may start."""
+
+
+class _EndOfShard:
+    """Sent by a reader after the last page of a closed shard."""
+
+
+END_OF_SHARD = _EndOfShard()
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How one mapping reads and batches a sharded stream."""
+
+    mapping_id: str
+    starting_position: StartPosition
+    limits: BatchLimits
+    poll_interval: float = 1.0
+    """Seconds between GetRecords calls on an idle shard."""
+    records_limit: int = 10_000
+    discovery_interval: float = 10.0
+    """Seconds between ListShards calls that find new shards (resharding)."""
+    read_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
+    checkpoint_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
+
+
+@dataclass
+class ShardState:
+    """What the runner knows of a shard, shown in /status."""
+
+    info: ShardInfo
+    phase: ShardPhase = ShardPhase.WAITING
+    checkpoint: str | None = None
+    iterator_age: float | None = None
+    in_flight: InFlight | None = None
+    last_read_error: str | None = None
+    batches_delivered: int = 0
+    records_delivered: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.value,
+            "parents": list(self.info.parent_ids),
+            "closed": self.info.closed,
+            "checkpoint": self.checkpoint,
+            "iterator_age_seconds": self.iterator_age,
+            "batches_delivered": self.batches_delivered,
+            "records_delivered": self.records_delivered,
+            "in_flight": self.in_flight.as_dict() if self.in_flight else None,
+            "last_read_error": self.last_read_error,
+        }
+
+
+def _seq(value: str) -> int:
+    return int(value)
+
+
+class ShardedStreamRunner:
+    """Runs one stream mapping until `stop()`: every shard read in order, parents first."""
+
+    def __init__(
+        self,
+        api: StreamAPI,
+        settings: StreamSettings,
+        deliverer: Deliverer,
+        store: CheckpointStore,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self.settings = settings
+        self.deliverer = deliverer
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.shards: dict[str, ShardState] = {}
+        self.ready = False
+        self.stopping = anyio.Event()
+        self._reader_scopes: set[anyio.CancelScope] = set()
+        self._discovery_scope: anyio.CancelScope | None = None
+        self._lineage_changed = anyio.Event()
+        self._first_run = True
+        self.log = structlog.get_logger("esm.shards").bind(mapping=settings.mapping_id)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read until `stop()`, then return once in-flight batches are settled."""
+        checkpoints = await self.store.load(self.settings.mapping_id)
+        # StartingPosition applies only to a mapping that has never saved a checkpoint;
+        # every shard discovered later (children of a split) is read from its start.
+        self._first_run = not checkpoints
+        for shard_id, cp in checkpoints.items():
+            state = ShardState(info=ShardInfo(shard_id), checkpoint=cp.sequence)
+            if cp.finished:
+                state.phase = ShardPhase.FINISHED
+            self.shards[shard_id] = state
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as self._discovery_scope:
+                if self.stopping.is_set():
+                    return
+                await self._discover_forever(tg)
+
+    def stop(self) -> None:
+        """Stop reading: readers end at once, in-flight deliveries finish, no new batch starts."""
+        self.stopping.set()
+        if self._discovery_scope is not None:
+            self._discovery_scope.cancel()
+        for scope in list(self._reader_scopes):
+            scope.cancel()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "stopping": self.stopping.is_set(),
+            "shards": {sid: s.as_dict() for sid, s in sorted(self.shards.items())},
+        }
+
+    # -- discovery and lineage -------------------------------------------------------------
+
+    async def _discover_forever(self, tg: anyio.abc.TaskGroup) -> None:
+        failures = 0
+        while True:
+            try:
+                listed = await self.api.list_shards()
+            except SourceError as exc:
+                failures += 1
+                delay = self.settings.read_backoff.delay(failures)
+                self.metrics.read_errors.labels(self.settings.mapping_id, "list_shards").inc()
+                self.log.warning("listing shards failed", error=str(exc), retry_in_seconds=delay)
+                await anyio.sleep(delay)
+                continue
+            failures = 0
+            self._merge_listing(listed)
+            self._start_eligible(tg)
+            self.ready = True
+            self._first_run = False
+            self._lineage_changed = anyio.Event()
+            with anyio.move_on_after(self.settings.discovery_interval):
+                await self._lineage_changed.wait()
+
+    def _merge_listing(self, listed: list[ShardInfo]) -> None:
+        for info in listed:
+            state = self.shards.get(info.shard_id)
+            if state is None:
+                self.shards[info.shard_id] = ShardState(info=info)
+            else:
+                # Keep the freshest description: a shard open at the last listing may be
+                # closed now, and only the listing tells where it ends.
+                state.info = info
+
+    def _parents_finished(self, info: ShardInfo) -> bool:
+        for parent in info.parent_ids:
+            state = self.shards.get(parent)
+            # A parent the service no longer lists and that we never read has aged out of
+            # the stream's retention: nothing of it is left to read first.
+            if state is not None and state.phase is not ShardPhase.FINISHED:
+                return False
+        return True
+
+    def _start_eligible(self, tg: anyio.abc.TaskGroup) -> None:
+        for shard_id, state in sorted(self.shards.items()):
+            if state.phase is not ShardPhase.WAITING or self.stopping.is_set():
+                continue
+            if not self._parents_finished(state.info):
+                continue
+            if state.checkpoint is not None:
+                start = StartPosition(IteratorType.AFTER_SEQUENCE_NUMBER, state.checkpoint)
+            elif self._first_run:
+                start = self.settings.starting_position
+            else:
+                start = StartPosition(IteratorType.TRIM_HORIZON)
+            state.phase = ShardPhase.READING
+            self.metrics.shards.labels(self.settings.mapping_id).inc()
+            tg.start_soon(self._run_shard, state, start, name=f"shard {shard_id}")
+
+    # -- one shard ----------------------------------------------------------------------
+
+    async def _run_shard(self, state: ShardState, start: StartPosition) -> None:
+        shard_id = state.info.shard_id
+        log = self.log.bind(shard=shard_id)
+        log.info("shard reading", start=start.type.value, after=start.sequence)
+        send, recv = anyio.create_memory_object_stream[RecordsPage | _EndOfShard](2)
+        finished = False
+        try:
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+                self._reader_scopes.add(scope)
+                if self.stopping.is_set():
+                    scope.cancel()
+                tg.start_soon(self._read_shard, state, start, send, scope, log)
+                async with recv:
+                    finished = await self._process_shard(state, recv, log)
+                scope.cancel()
+        finally:
+            self.metrics.shards.labels(self.settings.mapping_id).dec()
+        if finished:
+            state.phase = ShardPhase.FINISHED
+            self.metrics.forget_shard(self.settings.mapping_id, shard_id)
+            log.info("shard finished", checkpoint=state.checkpoint)
+            self._lineage_changed.set()
+        else:
+            state.phase = ShardPhase.WAITING
+
+    async def _read_shard(
+        self,
+        state: ShardState,
+        start: StartPosition,
+        send: MemoryObjectSendStream[RecordsPage | _EndOfShard],
+        scope: anyio.CancelScope,
+        log: Any,
+    ) -> None:
+        try:
+            with scope:
+                async with send:
+                    await self._read_loop(state, start, send, log)
+        finally:
+            self._reader_scopes.discard(scope)
+
+    async def _read_loop(
+        self,
+        state: ShardState,
+        start: StartPosition,
+        send: MemoryObjectSendStream[RecordsPage | _EndOfShard],
+        log: Any,
+    ) -> None:
+        settings, mapping = self.settings, self.settings.mapping_id
+        shard_id = state.info.shard_id
+        last_read = start.sequence if start.type is IteratorType.AFTER_SEQUENCE_NUMBER else None
+        iterator: str | None = None
+        failures = 0
+        while True:
+            if iterator is None:
+                # After an expired iterator, resume after the last record handed on, which
+                # is at or past the checkpoint: nothing is skipped and nothing read twice.
+                position = (
+                    StartPosition(IteratorType.AFTER_SEQUENCE_NUMBER, last_read)
+                    if last_read is not None
+                    else start
+                )
+                try:
+                    iterator = await self.api.get_shard_iterator(shard_id, position)
+                except ResourceNotFound as exc:
+                    log.warning("shard is gone, treating it as ended", error=str(exc))
+                    await send.send(END_OF_SHARD)
+                    return
+                except SourceError as exc:
+                    failures += 1
+                    await self._read_failed(state, "get_shard_iterator", exc, failures, log)
+                    continue
+            called_at = time.monotonic()
+            try:
+                page = await self.api.get_records(shard_id, iterator, settings.records_limit)
+            except ExpiredIterator:
+                self.metrics.read_errors.labels(mapping, "expired_iterator").inc()
+                log.info("shard iterator expired, getting a new one", after=last_read)
+                iterator = None
+                continue
+            except TransientSourceError as exc:
+                failures += 1
+                await self._read_failed(state, "get_records", exc, failures, log)
+                continue
+            except SourceError as exc:
+                # Not fixed by waiting alone (a rejected iterator, missing permission): keep
+                # the mapping alive and visible in /status, and start over from a new iterator.
+                failures += 1
+                iterator = None
+                await self._read_failed(state, "get_records", exc, failures, log)
+                continue
+            failures = 0
+            state.last_read_error = None
+            records = page.records
+            if records:
+                last_read = records[-1].sequence
+                self.metrics.polled_events.labels(mapping).inc(len(records))
+                await send.send(page)
+            elif page.millis_behind is not None and state.in_flight is None:
+                state.iterator_age = page.millis_behind / 1000.0
+                self.metrics.iterator_age.labels(mapping, shard_id).set(state.iterator_age)
+            if self._at_end(state.info, page, last_read):
+                await send.send(END_OF_SHARD)
+                return
+            iterator = page.next_iterator
+            more_waiting = bool(records) and (
+                len(records) >= settings.records_limit or bool(page.millis_behind)
+            )
+            interval = MIN_POLL_INTERVAL_SECONDS if more_waiting else settings.poll_interval
+            await anyio.sleep(max(0.0, called_at + interval - time.monotonic()))
+
+    @staticmethod
+    def _at_end(info: ShardInfo, page: RecordsPage, last_read: str | None) -> bool:
+        if page.next_iterator is None:
+            return True
+        if info.ending_sequence is None:
+            return False
+        # Some implementations keep handing out iterators for a closed shard; its
+        # EndingSequenceNumber tells that nothing more will come.
+        if last_read is not None and _seq(last_read) >= _seq(info.ending_sequence):
+            return True
+        return not page.records and not page.millis_behind
+
+    async def _read_failed(
+        self, state: ShardState, call: str, exc: Exception, failures: int, log: Any
+    ) -> None:
+        if isinstance(exc, ThroughputExceeded):
+            reason = "throttled"
+        elif isinstance(exc, TransientSourceError):
+            reason = "transient"
+        else:
+            reason = "error"
+        self.metrics.read_errors.labels(self.settings.mapping_id, reason).inc()
+        delay = self.settings.read_backoff.delay(failures)
+        state.last_read_error = f"{call}: {exc}"
+        log.warning("read failed, backing off", call=call, error=str(exc), retry_in_seconds=delay)
+        await anyio.sleep(delay)
+
+    async def _process_shard(
+        self,
+        state: ShardState,
+        recv: MemoryObjectReceiveStream[RecordsPage | _EndOfShard],
+        log: Any,
+    ) -> bool:
+        """Batch and deliver until the shard ends (True) or the runner stops (False)."""
+        limits = self.settings.limits
+        batcher = Batcher(limits)
+        ended = False
+        window_opened = 0.0
+        last_invoke_end = 0.0
+        shard_id = state.info.shard_id
+
+        def take(item: RecordsPage | _EndOfShard) -> None:
+            nonlocal ended, window_opened
+            if isinstance(item, _EndOfShard):
+                ended = True
+                return
+            if not len(batcher):
+                # The window opens when records are waiting, but not before the previous
+                # invocation completed (Lambda starts the next window only then).
+                window_opened = max(time.monotonic(), last_invoke_end)
+            batcher.add(item.records)
+
+        while True:
+            try:
+                if not len(batcher):
+                    if ended:
+                        return await self._finish_shard(state, log)
+                    take(await recv.receive())
+                    continue
+                # Whatever is already waiting joins the batch without delay.
+                while not ended and not batcher.full():
+                    try:
+                        take(recv.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                if limits.window_seconds > 0:
+                    deadline = window_opened + limits.window_seconds
+                    while not ended and not batcher.full():
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        with anyio.move_on_after(remaining):
+                            take(await recv.receive())
+            except anyio.EndOfStream:
+                # The reader was stopped: undelivered records are read again after restart.
+                return False
+            if self.stopping.is_set():
+                return False
+            batch = Batch(shard_id, batcher.take())
+            outcome = await self._deliver(state, batch)
+            last_invoke_end = time.monotonic()
+            if outcome is DeliveryOutcome.ABANDONED:
+                return False
+
+    async def _deliver(self, state: ShardState, batch: Batch) -> DeliveryOutcome:
+        mapping = self.settings.mapping_id
+        now = self.clock()
+        state.iterator_age = max(0.0, now - batch.last.arrival)
+        self.metrics.iterator_age.labels(mapping, batch.partition).set(state.iterator_age)
+        state.in_flight = InFlight(
+            first_sequence=batch.first.sequence,
+            last_sequence=batch.last.sequence,
+            size=len(batch.records),
+            started_at=now,
+        )
+        try:
+            outcome = await self.deliverer.deliver(
+                batch, stopping=self.stopping, in_flight=state.in_flight
+            )
+        finally:
+            state.in_flight = None
+        if outcome is DeliveryOutcome.DELIVERED:
+            state.batches_delivered += 1
+            state.records_delivered += len(batch.records)
+            await self._save(state, Checkpoint(batch.last.sequence))
+        return outcome
+
+    async def _finish_shard(self, state: ShardState, log: Any) -> bool:
+        sequence = state.checkpoint or state.info.ending_sequence
+        return await self._save(state, Checkpoint(sequence, finished=True), must=True)
+
+    async def _save(self, state: ShardState, checkpoint: Checkpoint, *, must: bool = False) -> bool:
+        """Store a checkpoint; shielded so shutdown cannot lose the record of a delivered batch.
+
+        A failed save is retried only when `must` (a finished shard unblocks its children);
+        otherwise the next batch's save covers it, and a restart at worst redelivers.
+        """
+        mapping, shard_id = self.settings.mapping_id, state.info.shard_id
+        failures = 0
+        while True:
+            try:
+                with anyio.CancelScope(shield=True), anyio.fail_after(30):
+                    await self.store.save(mapping, shard_id, checkpoint)
+            except (CheckpointError, TimeoutError) as exc:
+                failures += 1
+                self.log.error("saving checkpoint failed", shard=shard_id, error=str(exc))
+                if not must or self.stopping.is_set():
+                    return False
+                await anyio.sleep(self.settings.checkpoint_backoff.delay(failures))
+                continue
+            state.checkpoint = checkpoint.sequence
+            self.metrics.checkpoints_saved.labels(mapping).inc()
+            return True

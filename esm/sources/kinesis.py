@@ -1,0 +1,181 @@
+"""Kinesis Data Streams: the StreamAPI over a Kinesis client, and Kinesis records as events."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from esm.errors import (
+    ExpiredIterator,
+    ResourceNotFound,
+    SourceError,
+    ThroughputExceeded,
+    TransientSourceError,
+)
+from esm.events import entry_size, kinesis_entry
+from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
+
+# Error codes that waiting can fix (throttling, service trouble) versus ones it cannot.
+_THROTTLE_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException"}
+)
+_FATAL_CODES = frozenset(
+    {"AccessDeniedException", "ValidationException", "InvalidArgumentException"}
+)
+
+
+class KinesisClient(Protocol):
+    """The Kinesis calls esm makes; an aiobotocore client satisfies it."""
+
+    async def list_shards(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+
+class KinesisRecordFactory:
+    """Turns GetRecords records of one stream into `Record`s carrying their Lambda event entry."""
+
+    def __init__(self, *, stream_arn: str, region: str, identity_arn: str) -> None:
+        self.stream_arn = stream_arn
+        self.region = region
+        self.identity_arn = identity_arn
+
+    def create(
+        self, shard_id: str, sequence: str, partition_key: str, data_b64: str, arrival: float
+    ) -> Record:
+        entry = kinesis_entry(
+            shard_id=shard_id,
+            sequence_number=sequence,
+            partition_key=partition_key,
+            data_b64=data_b64,
+            arrival=arrival,
+            stream_arn=self.stream_arn,
+            region=self.region,
+            identity_arn=self.identity_arn,
+        )
+        return Record(
+            sequence=sequence,
+            order=int(sequence),
+            key=partition_key,
+            arrival=arrival,
+            size=entry_size(entry),
+            entry=entry,
+        )
+
+    def from_api(self, shard_id: str, raw: Mapping[str, Any]) -> Record:
+        """A record as botocore parses it: Data is bytes, the arrival time a datetime."""
+        arrival = raw.get("ApproximateArrivalTimestamp")
+        return self.create(
+            shard_id,
+            raw["SequenceNumber"],
+            raw["PartitionKey"],
+            base64.b64encode(raw["Data"]).decode("ascii"),
+            arrival.timestamp() if isinstance(arrival, datetime) else float(arrival or 0.0),
+        )
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error") or {}
+        code = error.get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
+def translate_error(exc: Exception, what: str) -> SourceError:
+    """Map a client exception to esm's error tree (retriable or not)."""
+    code = _error_code(exc)
+    message = f"{what}: {exc}"
+    if code == "ExpiredIteratorException":
+        return ExpiredIterator(message)
+    if code in _THROTTLE_CODES:
+        return ThroughputExceeded(message)
+    if code == "ResourceNotFoundException":
+        return ResourceNotFound(message)
+    if code in _FATAL_CODES:
+        return SourceError(message)
+    # 5xx, KMS throttling, connection and read timeouts: all worth another try.
+    return TransientSourceError(message)
+
+
+class KinesisStreamAPI:
+    """`StreamAPI` for one Kinesis stream, over an aiobotocore (or compatible) client."""
+
+    def __init__(
+        self,
+        client: KinesisClient,
+        *,
+        stream_name: str,
+        stream_arn: str,
+        records: KinesisRecordFactory,
+    ) -> None:
+        self.client = client
+        self.stream_name = stream_name
+        self._stream_arn = stream_arn
+        self.records = records
+
+    @property
+    def stream_arn(self) -> str:
+        return self._stream_arn
+
+    async def list_shards(self) -> list[ShardInfo]:
+        shards: list[ShardInfo] = []
+        kwargs: dict[str, Any] = {"StreamName": self.stream_name}
+        while True:
+            try:
+                answer = await self.client.list_shards(**kwargs)
+            except Exception as exc:
+                raise translate_error(exc, "ListShards") from exc
+            for raw in answer.get("Shards", []):
+                shards.append(_shard_info(raw))
+            token = answer.get("NextToken")
+            if not token:
+                return shards
+            # ListShards takes either the stream or the token, never both.
+            kwargs = {"NextToken": token}
+
+    async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
+        kwargs: dict[str, Any] = {
+            "StreamName": self.stream_name,
+            "ShardId": shard_id,
+            "ShardIteratorType": position.type.value,
+        }
+        if position.type in (IteratorType.AFTER_SEQUENCE_NUMBER, IteratorType.AT_SEQUENCE_NUMBER):
+            kwargs["StartingSequenceNumber"] = position.sequence
+        elif position.type is IteratorType.AT_TIMESTAMP:
+            kwargs["Timestamp"] = position.timestamp
+        try:
+            answer = await self.client.get_shard_iterator(**kwargs)
+        except Exception as exc:
+            raise translate_error(exc, "GetShardIterator") from exc
+        return str(answer["ShardIterator"])
+
+    async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
+        try:
+            answer = await self.client.get_records(ShardIterator=iterator, Limit=limit)
+        except Exception as exc:
+            raise translate_error(exc, "GetRecords") from exc
+        create = self.records.from_api
+        return RecordsPage(
+            records=[create(shard_id, raw) for raw in answer.get("Records", ())],
+            next_iterator=answer.get("NextShardIterator"),
+            millis_behind=answer.get("MillisBehindLatest"),
+        )
+
+
+def _shard_info(raw: Mapping[str, Any]) -> ShardInfo:
+    parents = tuple(
+        p for p in (raw.get("ParentShardId"), raw.get("AdjacentParentShardId")) if p is not None
+    )
+    seq_range = raw.get("SequenceNumberRange") or {}
+    return ShardInfo(
+        shard_id=raw["ShardId"],
+        parent_ids=parents,
+        starting_sequence=seq_range.get("StartingSequenceNumber"),
+        ending_sequence=seq_range.get("EndingSequenceNumber"),
+    )

@@ -1,0 +1,71 @@
+"""The batcher: BatchSize, the 6 MB payload limit, order, and nothing lost or duplicated."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from esm.model import EVENT_ENVELOPE_BYTES, MAX_INVOKE_PAYLOAD_BYTES, Record
+from esm.pipeline.batcher import Batcher, BatchLimits, cut_batches
+
+
+def _record(n: int, size: int) -> Record:
+    return Record(sequence=str(n), order=n, key="k", arrival=0.0, size=size, entry={"n": n})
+
+
+records_strategy = st.lists(st.integers(min_value=1, max_value=5000), max_size=300).map(
+    lambda sizes: [_record(i, s) for i, s in enumerate(sizes)]
+)
+
+
+@given(
+    records=records_strategy,
+    batch_size=st.integers(min_value=1, max_value=50),
+    max_bytes=st.integers(min_value=EVENT_ENVELOPE_BYTES + 1, max_value=40_000),
+)
+def test_batches_concatenate_to_the_input_and_respect_every_limit(
+    records: list[Record], batch_size: int, max_bytes: int
+) -> None:
+    limits = BatchLimits(batch_size=batch_size, max_payload_bytes=max_bytes)
+    batches = cut_batches(records, limits)
+    assert [r for b in batches for r in b] == records
+    for batch in batches:
+        assert 1 <= len(batch) <= batch_size
+        payload = EVENT_ENVELOPE_BYTES + sum(r.size for r in batch)
+        # Only a record too large on its own may exceed the limit, and then it travels alone.
+        assert payload <= max_bytes or len(batch) == 1
+
+
+@given(records=records_strategy, batch_size=st.integers(min_value=1, max_value=50))
+def test_every_batch_but_the_last_is_full_when_only_batch_size_limits(
+    records: list[Record], batch_size: int
+) -> None:
+    batches = cut_batches(records, BatchLimits(batch_size=batch_size))
+    assert all(len(b) == batch_size for b in batches[:-1])
+
+
+def test_payload_limit_defaults_to_six_megabytes() -> None:
+    assert (
+        BatchLimits(batch_size=10).max_payload_bytes == 6 * 1024 * 1024 == MAX_INVOKE_PAYLOAD_BYTES
+    )
+    one_mb = 1024 * 1024
+    batches = cut_batches([_record(i, one_mb) for i in range(13)], BatchLimits(batch_size=100))
+    assert [len(b) for b in batches] == [5, 5, 3]
+
+
+def test_full_reports_count_and_bytes() -> None:
+    batcher = Batcher(BatchLimits(batch_size=3, max_payload_bytes=1000))
+    batcher.add([_record(0, 10), _record(1, 10)])
+    assert not batcher.full()
+    batcher.add([_record(2, 10)])
+    assert batcher.full()
+    assert len(batcher.take()) == 3
+    batcher.add([_record(3, 990)])
+    assert batcher.full()
+    assert batcher.pending_bytes == 990
+
+
+def test_oversized_record_travels_alone() -> None:
+    limits = BatchLimits(batch_size=10, max_payload_bytes=100)
+    batches = cut_batches([_record(0, 10), _record(1, 500), _record(2, 10)], limits)
+    assert [[r.order for r in b] for b in batches] == [[0], [1], [2]]
