@@ -6,6 +6,8 @@ Names mirror the CloudWatch metrics AWS publishes for event source mappings
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _DURATION_BUCKETS = (
@@ -101,7 +103,5 @@ class Metrics:
 
     def forget_shard(self, mapping: str, shard: str) -> None:
         """Drop a finished shard's per-shard series so closed shards do not linger."""
-        try:
+        with contextlib.suppress(KeyError):
             self.iterator_age.remove(mapping, shard)
-        except KeyError:
-            pass

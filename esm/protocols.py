@@ -27,7 +27,7 @@ class StreamAPI(Protocol):
     def stream_arn(self) -> str: ...
 
     async def list_shards(self) -> list[ShardInfo]:
-        """Every shard the service still lists for the stream, open and closed, paginated through."""
+        """Every shard the service still lists for the stream, open and closed, all pages."""
         ...
 
     async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:

@@ -1,10 +1,55 @@
-"""Fixtures shared by every test: the async backend."""
+"""Fixtures shared by every test: the async backend and moto's server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
 import pytest
+from aiobotocore.session import get_session
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    # moto accepts any credentials; these keep botocore from looking for real ones.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+async def kinesis(moto_endpoint: str) -> AsyncIterator[Any]:
+    session = get_session()
+    async with session.create_client(
+        "kinesis", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def stream_name() -> str:
+    """A stream name of this test's own, so tests never see each other's records."""
+    return f"test-{uuid.uuid4().hex[:12]}"

@@ -120,6 +120,7 @@ class Deliverer:
             if self.log is not None:
                 self.log.warning(
                     "invoke failed, will retry",
+                    shard=batch.partition,
                     result=result.kind.value,
                     error=result.error,
                     function_error=result.function_error,

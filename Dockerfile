@@ -1,0 +1,21 @@
+# esm as a container: `esm run` against /etc/esm/esm.yaml, as an unprivileged user.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/esm
+COPY pyproject.toml README.md ./
+COPY esm ./esm
+RUN pip install . && rm -rf /opt/esm/build
+
+RUN useradd --system --uid 10001 --home-dir /var/lib/esm --create-home esm
+USER 10001
+WORKDIR /var/lib/esm
+
+# Metrics, health and status.
+EXPOSE 9464
+ENTRYPOINT ["esm", "run"]
+CMD ["-c", "/etc/esm/esm.yaml"]

@@ -1,0 +1,171 @@
+"""Pieces shared by the benchmarks: a no-op function, a store that signals the end, the runner.
+
+The benchmarks run as scripts (`python bench/engine.py`), so this module is imported by its
+bare name from the scripts' own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.log import configure_logging
+from esm.metrics import Metrics
+from esm.model import Checkpoint, Invocation, InvokeResult, IteratorType, ResultKind, StartPosition
+from esm.pipeline.batcher import BatchLimits
+from esm.pipeline.deliver import Deliverer, FunctionTarget
+from esm.pipeline.retry import Backoff
+from esm.protocols import StreamAPI
+from esm.sources import _shards
+from esm.sources._shards import ShardedStreamRunner, StreamSettings
+
+STREAM = "bench"
+REGION = "us-east-1"
+STREAM_ARN = f"arn:aws:kinesis:{REGION}:000000000000:stream/{STREAM}"
+IDENTITY_ARN = "arn:aws:iam::000000000000:role/esm-bench"
+FUNCTION_ARN = f"arn:aws:lambda:{REGION}:000000000000:function:noop"
+MAPPING = "bench"
+RECORD_BYTES = 1024
+
+_SUCCESS = InvokeResult(kind=ResultKind.SUCCESS)
+
+
+class NoopBackend:
+    """A function that succeeds at once without looking at the event."""
+
+    def __init__(self) -> None:
+        self.invocations = 0
+
+    async def invoke(self, invocation: Invocation) -> InvokeResult:
+        self.invocations += 1
+        return _SUCCESS
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FinishLineStore(MemoryCheckpointStore):
+    """A memory checkpoint store that sets `done` once `shards` shards saved a finished checkpoint.
+
+    A shard's final checkpoint is saved after its last batch is delivered, so `done` marks the
+    moment every record of every shard went through the whole pipeline.
+    """
+
+    def __init__(self, shards: int) -> None:
+        super().__init__()
+        self.remaining = shards
+        self.done = anyio.Event()
+        self.finished_at = 0.0
+
+    async def save(self, mapping_id: str, partition: str, checkpoint: Checkpoint) -> None:
+        await super().save(mapping_id, partition, checkpoint)
+        if checkpoint.finished:
+            self.remaining -= 1
+            if self.remaining == 0:
+                self.finished_at = time.perf_counter()
+                self.done.set()
+
+
+def quiet_logs() -> None:
+    """esm's own logging setup, at warning level, so that only trouble is printed (stderr)."""
+    configure_logging(format="console", level="warning")
+
+
+def set_poll_floor(seconds: float | None) -> float:
+    """Override `MIN_POLL_INTERVAL_SECONDS` for this process; returns the value in effect."""
+    if seconds is not None:
+        _shards.MIN_POLL_INTERVAL_SECONDS = seconds
+    return _shards.MIN_POLL_INTERVAL_SECONDS
+
+
+def make_runner(
+    api: StreamAPI, store: FinishLineStore, batch_size: int, records_limit: int = 10_000
+) -> tuple[ShardedStreamRunner, NoopBackend]:
+    """The runner a daemon would build for one Kinesis mapping, with a no-op function."""
+    metrics = Metrics()
+    settings = StreamSettings(
+        mapping_id=MAPPING,
+        starting_position=StartPosition(IteratorType.TRIM_HORIZON),
+        limits=BatchLimits(batch_size=batch_size, window_seconds=0.0),
+        poll_interval=0.0,
+        records_limit=records_limit,
+        discovery_interval=60.0,
+        read_backoff=Backoff(initial=0.05, maximum=0.5),
+    )
+    backend = NoopBackend()
+    target = FunctionTarget(name="noop", arn=FUNCTION_ARN, timeout=30)
+    deliverer = Deliverer(backend, target, MAPPING, metrics)
+    return ShardedStreamRunner(api, settings, deliverer, store, metrics), backend
+
+
+async def run_to_end(runner: ShardedStreamRunner, store: FinishLineStore, timeout: float) -> float:
+    """Run `runner` until every shard is finished; returns the seconds that took.
+
+    :raises TimeoutError: the shards did not finish within `timeout` seconds.
+    """
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            started = time.perf_counter()
+            tg.start_soon(runner.run)
+            await store.done.wait()
+            runner.stop()
+    return store.finished_at - started
+
+
+def delivered(runner: ShardedStreamRunner) -> int:
+    return sum(s.records_delivered for s in runner.shards.values())
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    align: str = ">"
+
+
+def table(columns: list[Column], rows: list[list[str]]) -> str:
+    """A Markdown table, padded so that it also reads well in a terminal."""
+    widths = [max([len(c.title), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+
+    def line(cells: list[str]) -> str:
+        padded = (
+            f"{cell:{col.align}{width}}"
+            for cell, col, width in zip(cells, columns, widths, strict=True)
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|".join(
+        "-" * (width + 1) + ":" if col.align == ">" else "-" * (width + 2)
+        for col, width in zip(columns, widths, strict=True)
+    )
+    return "\n".join([line([c.title for c in columns]), f"|{rule}|", *(line(r) for r in rows)])
+
+
+def machine() -> str:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for text in f:
+                if text.startswith("model name"):
+                    cpu = text.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores, {platform.machine()}, {cpu}, "
+        f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
+    )
+
+
+def rate(records: int, seconds: float) -> float:
+    return records / seconds if seconds > 0 else float("inf")

@@ -1,0 +1,131 @@
+"""The admin HTTP server: /metrics for Prometheus, /healthz and /readyz probes, /status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from esm.log import get_logger
+
+# Seconds a scrape in progress may take to finish once the server is asked to stop.
+_SHUTDOWN_GRACE_SECONDS = 2.0
+
+_log = get_logger(component="admin")
+
+
+def _to_json(value: object) -> object:
+    """orjson's fallback for types it does not know: mappings, sets, then str()."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def _render_status(status: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(
+        status,
+        default=_to_json,
+        option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+class AdminServer:
+    """Serves the daemon's metrics, probes and status over HTTP.
+
+    - `GET /metrics`: every metric of `metrics_registry` in Prometheus' text format.
+    - `GET /healthz`: 200 `ok` as long as the process serves requests (liveness).
+    - `GET /readyz`: 200 `ready` when `ready()` is true, else 503 `not ready` (readiness).
+    - `GET /status`: `status()` as indented JSON.
+
+    `ready` and `status` are called on every request, from the event loop: keep them quick
+    and non-blocking.
+    """
+
+    def __init__(
+        self,
+        metrics_registry: CollectorRegistry,
+        *,
+        ready: Callable[[], bool],
+        status: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        self._registry = metrics_registry
+        self._ready = ready
+        self._status = status
+
+    def create_app(self) -> web.Application:
+        """The aiohttp application with the four routes (also handy for testing)."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status", self._status_page)
+        return app
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on `host`:`port` until cancelled; port 0 picks a free port.
+
+        Reports the bound port through `task_status` once connections are accepted, so
+        `port = await tg.start(server.serve, host, 0)` gives a server ready to be called.
+
+        :raises OSError: the address cannot be bound (in use, not local, no permission).
+        """
+        # access_log=None: a line per scrape or probe would drown the daemon's own logs.
+        runner = web.AppRunner(
+            self.create_app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=_SHUTDOWN_GRACE_SECONDS,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = runner.addresses[0][1]
+            _log.debug("admin server listening", host=host, port=bound)
+            task_status.started(bound)
+            await anyio.sleep_forever()
+        finally:
+            # Shielded: cancellation is how this server is stopped, and the listening socket
+            # must still be closed; bounded so a stuck connection cannot stall shutdown.
+            with anyio.move_on_after(_SHUTDOWN_GRACE_SECONDS + 1, shield=True):
+                await runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._registry)
+        # Set as a header: aiohttp refuses a charset inside `content_type=`.
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        try:
+            ready = self._ready()
+        except Exception:
+            _log.exception("readiness check failed")
+            ready = False
+        if ready:
+            return web.Response(text="ready")
+        return web.Response(status=503, text="not ready")
+
+    async def _status_page(self, request: web.Request) -> web.Response:
+        try:
+            body = _render_status(self._status())
+        except Exception as exc:
+            _log.exception("status report failed")
+            body = _render_status({"error": f"{type(exc).__name__}: {exc}"})
+            return web.Response(status=500, body=body, content_type="application/json")
+        return web.Response(body=body, content_type="application/json")

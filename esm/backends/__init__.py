@@ -1,0 +1,1 @@
+"""Function backends: where a batch goes to be processed (HTTP endpoint, Python handler)."""

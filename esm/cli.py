@@ -1,0 +1,85 @@
+"""The `esm` command line: argument parsing only; the work is done by daemon, config and demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from esm import __version__
+from esm.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esm",
+        description="A self-hosted AWS Lambda event source mapping.",
+    )
+    parser.add_argument("--version", action="version", version=f"esm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the mappings of a configuration until stopped")
+    run.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+
+    validate = commands.add_parser("validate", help="check a configuration and summarize it")
+    validate.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+
+    demo = commands.add_parser(
+        "demo", help="process a stream on an embedded local AWS emulator (no account needed)"
+    )
+    demo.add_argument("--records", type=int, default=300, help="records to write (default 300)")
+    demo.add_argument("--shards", type=int, default=2, help="shards of the stream (default 2)")
+    demo.add_argument(
+        "--batch-size", type=int, default=50, help="BatchSize of the mapping (default 50)"
+    )
+    return parser
+
+
+def _print_problems(error: ConfigError) -> None:
+    print(f"configuration invalid: {len(error.problems)} problem(s)", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def _run(config_path: str) -> int:
+    from esm.config import load_config
+    from esm.daemon import Daemon
+    from esm.log import configure_logging
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        _print_problems(error)
+        return 2
+    configure_logging(config.log.format, config.log.level)
+    anyio.run(Daemon(config).run)
+    return 0
+
+
+def _validate(config_path: str) -> int:
+    from esm.config import describe_config, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        _print_problems(error)
+        return 1
+    print(describe_config(config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "validate":
+        return _validate(args.config)
+    from esm.demo import run_demo
+
+    return run_demo(records=args.records, shards=args.shards, batch_size=args.batch_size)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

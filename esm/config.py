@@ -1,0 +1,1476 @@
+"""Configuration: YAML with ${VAR} expansion, validated into frozen pydantic models."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+import re
+import time
+import types
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from esm.errors import ConfigError
+
+__all__ = [
+    "NOT_SUPPORTED_YET",
+    "AdminConfig",
+    "AwsConfig",
+    "DeliveryConfig",
+    "EsmConfig",
+    "FunctionConfig",
+    "HttpFunctionConfig",
+    "LogConfig",
+    "MappingConfig",
+    "MappingDestinationConfig",
+    "MappingFilter",
+    "MappingFilterCriteria",
+    "MappingMetricsConfig",
+    "MappingScalingConfig",
+    "NotSupportedYet",
+    "OnFailureDestination",
+    "PollingConfig",
+    "PythonFunctionConfig",
+    "SourceArn",
+    "SourceKind",
+    "StartingPositionType",
+    "StateConfig",
+    "describe_config",
+    "load_config",
+    "parse_config",
+    "parse_source_arn",
+]
+
+SourceKind = Literal["kinesis", "dynamodb", "sqs"]
+StartingPositionType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+
+AWS_SERVICES = ("kinesis", "dynamodb", "dynamodbstreams", "sqs", "sns", "s3", "lambda", "sts")
+FUNCTION_TYPES = ("http", "python")
+FUTURE_FUNCTION_TYPES = ("command", "lambda")
+
+# AWS defaults per source (CreateEventSourceMapping).
+DEFAULT_BATCH_SIZE: dict[SourceKind, int] = {"kinesis": 100, "dynamodb": 100, "sqs": 10}
+STARTING_POSITIONS: dict[SourceKind, tuple[StartingPositionType, ...]] = {
+    "kinesis": ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
+    "dynamodb": ("TRIM_HORIZON", "LATEST"),
+    "sqs": (),
+}
+# AWS's default quota of filters per mapping (raisable to 10 on AWS; esm keeps the default).
+MAX_FILTERS = 5
+MAX_FILTER_PATTERN_CHARS = 4096
+
+# Parameters of CreateEventSourceMapping that only Kafka, Amazon MQ or DocumentDB sources take.
+_FOREIGN_PARAMETERS: dict[str, str] = {
+    name: "applies only to Kafka/MQ/DocumentDB sources, not to Kinesis, DynamoDB or SQS"
+    for name in (
+        "Topics",
+        "Queues",
+        "SourceAccessConfigurations",
+        "SelfManagedEventSource",
+        "AmazonManagedKafkaEventSourceConfig",
+        "SelfManagedKafkaEventSourceConfig",
+        "DocumentDBEventSourceConfig",
+        "LoggingConfig",
+    )
+}
+_FOREIGN_PARAMETERS.update(
+    {
+        "ProvisionedPollerConfig": "provisioned mode (SQS pollers) is not supported yet",
+        "KMSKeyArn": "is not applicable: esm keeps FilterCriteria in this file, "
+        "there is nothing stored in AWS to encrypt",
+        "OnSuccess": "is not supported for event source mappings: only OnFailure is",
+        "FunctionArn": "is an alias of FunctionName: give one of them, not both",
+    }
+)
+
+_KIND_TEXT: dict[SourceKind, str] = {
+    "kinesis": "a Kinesis stream",
+    "dynamodb": "a DynamoDB stream",
+    "sqs": "an SQS queue",
+}
+_SOURCE_FORMS = (
+    "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME, "
+    "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL or "
+    "arn:aws:sqs:REGION:ACCOUNT:QUEUE"
+)
+
+_ARN = re.compile(
+    r"arn:(?P<partition>aws[a-zA-Z0-9-]*):(?P<service>[a-zA-Z0-9-]+):"
+    r"(?P<region>[^:]*):(?P<account>[^:]*):(?P<resource>.+)"
+)
+_REGION = re.compile(r"(?:eusc-)?[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d")
+_ACCOUNT = re.compile(r"\d{12}")
+_KINESIS_RESOURCE = re.compile(
+    r"stream/(?P<name>[a-zA-Z0-9_.-]{1,128})"
+    r"(?:/consumer/(?P<consumer>[a-zA-Z0-9_.-]{1,128}):(?P<epoch>\d+))?"
+)
+_DYNAMODB_RESOURCE = re.compile(r"table/(?P<name>[a-zA-Z0-9_.-]{3,255})/stream/(?P<label>[^/]+)")
+_SQS_RESOURCE = re.compile(r"(?P<name>[a-zA-Z0-9_-]{1,75}(?:\.fifo)?|[a-zA-Z0-9_-]{76,80})")
+_SNS_RESOURCE = re.compile(r"[a-zA-Z0-9_-]{1,256}(?:\.fifo)?")
+_S3_RESOURCE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_LAMBDA_ARN = re.compile(
+    r"arn:aws[a-zA-Z0-9-]*:lambda:(?P<region>[^:]+):(?P<account>\d{12}):function:"
+    r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?"
+)
+_PYTHON_HANDLER = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+# Fixed forever: mapping ids name checkpoints, so changing it would restart every stream.
+_MAPPING_ID_NAMESPACE = uuid.UUID("8b0f4d52-6f0e-4a43-9d8e-3c1f5a7e2b90")
+
+
+def _fail(*lines: str) -> PydanticCustomError:
+    """A validation error whose lines become separate problems."""
+    return PydanticCustomError("esm_config", "{message}", {"message": "\n".join(lines)})
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML, short and on one line."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, float) and value.is_integer():
+        # Strict floats still take YAML integers; show 5 as the user wrote it, not 5.0.
+        text = str(int(value))
+    else:
+        text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _check_range(value: float, low: float, high: float, unit: str = "") -> None:
+    if not low <= value <= high:
+        raise _fail(f"{_show(value)} is out of range: must be between {low} and {high}{unit}")
+
+
+def _url_problem(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"{_show(value)} is not an http:// or https:// URL"
+    return None
+
+
+def _context(info: ValidationInfo) -> Mapping[str, Any]:
+    return info.context if isinstance(info.context, Mapping) else {}
+
+
+# --------------------------------------------------------------------------- ARNs
+
+
+@dataclass(frozen=True, slots=True)
+class SourceArn:
+    """An EventSourceArn taken apart."""
+
+    arn: str
+    partition: str
+    kind: SourceKind
+    region: str
+    account: str
+    name: str
+    """Kinesis stream name, DynamoDB table name or SQS queue name."""
+    stream_label: str | None = None
+    """DynamoDB only: the stream's label (a timestamp)."""
+    consumer: str | None = None
+    """Kinesis only: the stream consumer's name when the ARN is a consumer ARN."""
+
+    @property
+    def fifo(self) -> bool:
+        return self.kind == "sqs" and self.name.endswith(".fifo")
+
+    @property
+    def stream_arn(self) -> str:
+        """For a Kinesis consumer ARN, the ARN of its stream; otherwise the ARN itself."""
+        if self.consumer is None:
+            return self.arn
+        return f"arn:{self.partition}:kinesis:{self.region}:{self.account}:stream/{self.name}"
+
+    def describe(self) -> str:
+        if self.kind == "sqs":
+            return "an SQS FIFO queue" if self.fifo else "an SQS standard queue"
+        return _KIND_TEXT[self.kind]
+
+
+@functools.lru_cache(maxsize=256)
+def parse_source_arn(arn: str) -> SourceArn:
+    """Take an EventSourceArn apart; raises ValueError naming what is wrong."""
+    match = _ARN.fullmatch(arn)
+    if match is None:
+        raise ValueError(f"{_show(arn)} is not an ARN: expected {_SOURCE_FORMS}")
+    service, region, account = match["service"], match["region"], match["account"]
+    resource = match["resource"]
+    if service not in ("kinesis", "dynamodb", "sqs"):
+        raise ValueError(
+            f"{_show(arn)} is a {service!r} ARN: an event source must be a Kinesis stream, "
+            f"a DynamoDB table stream or an SQS queue ({_SOURCE_FORMS})"
+        )
+    if not _REGION.fullmatch(region):
+        raise ValueError(f"{_show(arn)} has no valid region (like us-east-1): {region!r}")
+    if not _ACCOUNT.fullmatch(account):
+        raise ValueError(f"{_show(arn)} has no valid account id (12 digits): {account!r}")
+    partition = match["partition"]
+    if service == "kinesis":
+        found = _KINESIS_RESOURCE.fullmatch(resource)
+        if found is None:
+            raise ValueError(
+                f"{_show(arn)} is not a Kinesis stream ARN: expected "
+                "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME"
+            )
+        return SourceArn(
+            arn, partition, "kinesis", region, account, found["name"], consumer=found["consumer"]
+        )
+    if service == "dynamodb":
+        found = _DYNAMODB_RESOURCE.fullmatch(resource)
+        if found is None:
+            raise ValueError(
+                f"{_show(arn)} is not a DynamoDB stream ARN: expected "
+                "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL "
+                "(the table's LatestStreamArn, not the table ARN)"
+            )
+        return SourceArn(
+            arn, partition, "dynamodb", region, account, found["name"], stream_label=found["label"]
+        )
+    found = _SQS_RESOURCE.fullmatch(resource)
+    if found is None:
+        raise ValueError(
+            f"{_show(arn)} is not an SQS queue ARN: expected arn:aws:sqs:REGION:ACCOUNT:QUEUE "
+            "(up to 80 letters, digits, - and _, FIFO queues ending in .fifo)"
+        )
+    return SourceArn(arn, partition, "sqs", region, account, resource)
+
+
+def _function_key(function_name: str) -> str:
+    """The key into `functions` that a FunctionName (a name or a Lambda ARN) refers to."""
+    if function_name.startswith("arn:"):
+        found = _LAMBDA_ARN.fullmatch(function_name)
+        if found is None:
+            raise ValueError(
+                f"{_show(function_name)} is not a Lambda function ARN: expected "
+                "arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]"
+            )
+        return found["name"]
+    if _FUNCTION_NAME.fullmatch(function_name) is None:
+        raise ValueError(
+            f"{_show(function_name)} is not a function name (1 to 64 letters, digits, - and _) "
+            "or a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+        )
+    return function_name
+
+
+def _destination_problem(arn: str) -> str | None:
+    """Why `arn` cannot be an on-failure destination, or None when it can."""
+    expected = (
+        "must be the ARN of an SQS queue (arn:aws:sqs:REGION:ACCOUNT:QUEUE), "
+        "an SNS topic (arn:aws:sns:REGION:ACCOUNT:TOPIC) or an S3 bucket (arn:aws:s3:::BUCKET)"
+    )
+    if len(arn) > 350:
+        return f"{_show(arn)} is too long: at most 350 characters"
+    match = _ARN.fullmatch(arn)
+    if match is None:
+        return f"{_show(arn)} {expected}"
+    service, resource = match["service"], match["resource"]
+    if service == "s3":
+        if match["region"] or match["account"] or not _S3_RESOURCE.fullmatch(resource):
+            return f"{_show(arn)} is not an S3 bucket ARN: expected arn:aws:s3:::BUCKET"
+        return None
+    if service not in ("sqs", "sns"):
+        return f"{_show(arn)} {expected}"
+    if not _REGION.fullmatch(match["region"]) or not _ACCOUNT.fullmatch(match["account"]):
+        return f"{_show(arn)} needs a region and a 12-digit account id"
+    pattern = _SQS_RESOURCE if service == "sqs" else _SNS_RESOURCE
+    if not pattern.fullmatch(resource):
+        return f"{_show(arn)} has an invalid {service.upper()} name {resource!r}"
+    if resource.endswith(".fifo"):
+        # AWS accepts these at creation, then every delivery fails; say so up front.
+        kind = "queue" if service == "sqs" else "topic"
+        return (
+            f"{_show(arn)} is a FIFO {kind}: on-failure destinations must be standard "
+            "queues or topics"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class _Model(BaseModel):
+    # strict: YAML already gives real types, so "yes", "10" or 1.5 must not pass as bool/int.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class AwsConfig(_Model):
+    """Where the AWS APIs are (region, and endpoints for LocalStack, moto or kinesalite)."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    endpoints: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _region_from_environment(cls, data: Any, info: ValidationInfo) -> Any:
+        environ = _context(info).get("environ")
+        if isinstance(data, dict) and "region" not in data and environ is not None:
+            region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+            if region:
+                return {**data, "region": region}
+        return data
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if not _REGION.fullmatch(value):
+            raise _fail(f"{_show(value)} is not an AWS region name (like us-east-1)")
+        return value
+
+    @field_validator("endpoint_url", mode="before")
+    @classmethod
+    def _empty_means_aws(cls, value: Any) -> Any:
+        # `endpoint_url: ${AWS_ENDPOINT_URL:-}` must be able to say "AWS itself".
+        return None if value == "" else value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and (problem := _url_problem(value)):
+            raise _fail(problem)
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for service, url in value.items():
+            if service not in AWS_SERVICES:
+                problems.append(
+                    f"unknown service {service!r}: must be one of {', '.join(AWS_SERVICES)}"
+                )
+            elif problem := _url_problem(url):
+                problems.append(f"{service}: {problem}")
+        if problems:
+            raise _fail(*problems)
+        return value
+
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint URL to use for `service`, or None for AWS's own."""
+        if service not in AWS_SERVICES:
+            raise ValueError(f"unknown service {service!r}: one of {', '.join(AWS_SERVICES)}")
+        return self.endpoints.get(service, self.endpoint_url)
+
+
+class StateConfig(_Model):
+    """Where checkpoints are kept."""
+
+    backend: Literal["sqlite", "memory"] = "sqlite"
+    path: str = "esm-state.db"
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.strip():
+            raise _fail("must not be empty")
+        return value
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit():
+        raise ValueError(f"{_show(listen)} must be HOST:PORT (like 127.0.0.1:9464)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class AdminConfig(_Model):
+    """The HTTP server for /metrics, /healthz, /readyz and /status."""
+
+    listen: str = "127.0.0.1:9464"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        try:
+            host, port = _split_listen(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        if not host:
+            raise _fail(f"{_show(value)} has no host (use 0.0.0.0 for every interface)")
+        if port > 65535:
+            raise _fail(f"port {port} is out of range: must be between 0 and 65535")
+        return value
+
+    @property
+    def host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """0 means: let the system pick a free port."""
+        return _split_listen(self.listen)[1]
+
+
+class LogConfig(_Model):
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class DeliveryConfig(_Model):
+    """esm's own pacing of retries (AWS publishes no numbers for mappings)."""
+
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    shutdown_grace_seconds: float = 30.0
+
+    @field_validator("backoff_initial_seconds")
+    @classmethod
+    def _check_initial(cls, value: float) -> float:
+        if not 0 < value <= 300:
+            raise _fail(f"{_show(value)} is out of range: must be greater than 0 and at most 300")
+        return value
+
+    @field_validator("backoff_max_seconds")
+    @classmethod
+    def _check_max(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("backoff_initial_seconds")
+        if initial is not None and value < initial:
+            raise _fail(
+                f"{_show(value)} is out of range: must be at least "
+                f"backoff_initial_seconds ({_show(initial)})"
+            )
+        return value
+
+    @field_validator("shutdown_grace_seconds")
+    @classmethod
+    def _check_grace(cls, value: float) -> float:
+        _check_range(value, 0, 3600)
+        return value
+
+
+class PollingConfig(_Model):
+    interval_seconds: float = 1.0
+    """Pause between GetRecords calls on an idle shard."""
+    records_limit: int = 10000
+    """The Limit of each GetRecords call."""
+    shard_discovery_interval_seconds: float = 10.0
+    """Pause between ListShards calls that find new shards after a split or merge."""
+
+    @field_validator("shard_discovery_interval_seconds")
+    @classmethod
+    def _check_discovery(cls, value: float) -> float:
+        # ListShards allows 100 calls per second per account; once a second is plenty.
+        _check_range(value, 0.1, 3600)
+        return value
+
+    @field_validator("interval_seconds")
+    @classmethod
+    def _check_interval(cls, value: float) -> float:
+        # Kinesis allows 5 GetRecords per second per shard, shared by every consumer.
+        _check_range(value, 0.2, 60)
+        return value
+
+    @field_validator("records_limit")
+    @classmethod
+    def _check_limit(cls, value: int) -> int:
+        _check_range(value, 1, 10000)
+        return value
+
+
+# --------------------------------------------------------------------------- functions
+
+
+class _FunctionBase(_Model):
+    @field_validator("timeout", check_fields=False)
+    @classmethod
+    def _check_timeout(cls, value: float) -> float:
+        if not 0 < value <= 900:
+            raise _fail(
+                f"{_show(value)} is out of range: must be greater than 0 and at most 900 seconds"
+            )
+        return value
+
+    @field_validator("memory_size", check_fields=False)
+    @classmethod
+    def _check_memory(cls, value: int) -> int:
+        _check_range(value, 128, 10240, " MB")
+        return value
+
+
+class HttpFunctionConfig(_FunctionBase):
+    """A function reached over HTTP: the event is POSTed to `url`."""
+
+    type: Literal["http"]
+    url: str
+    timeout: float = 3.0
+    """Seconds, like a Lambda function's timeout (Lambda's default is 3)."""
+    memory_size: int = 128
+    """Reported to the function as its memory limit, in MB."""
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if problem := _url_problem(value):
+            raise _fail(problem)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = [
+            f"{_show(name)} is not a valid header name"
+            for name in value
+            if not _HEADER_NAME.fullmatch(name)
+        ]
+        problems += [
+            f"{name}: the value must be on one line"
+            for name, text in value.items()
+            if "\n" in text or "\r" in text
+        ]
+        if problems:
+            raise _fail(*problems)
+        return value
+
+
+class PythonFunctionConfig(_FunctionBase):
+    """A Python handler run in-process: `handler(event, context)`, sync or async."""
+
+    type: Literal["python"]
+    handler: str
+    timeout: float = 3.0
+    memory_size: int = 128
+
+    @field_validator("handler")
+    @classmethod
+    def _check_handler(cls, value: str) -> str:
+        if not _PYTHON_HANDLER.fullmatch(value):
+            hint = ""
+            if "." in value and ":" not in value:
+                module, _, function = value.rpartition(".")
+                hint = f" (for Lambda's module.function form write {module}:{function})"
+            raise _fail(f"{_show(value)} must look like package.module:function{hint}")
+        return value
+
+
+FunctionConfig = Annotated[HttpFunctionConfig | PythonFunctionConfig, Field(discriminator="type")]
+
+
+def _check_function_type(value: Any) -> Any:
+    """Say plainly what is wrong with `type` before the tagged union does, tersely."""
+    if not isinstance(value, dict):
+        raise _fail(f"must be a mapping with a type ({', '.join(FUNCTION_TYPES)})")
+    kind = value.get("type")
+    if kind is None:
+        raise _fail(f"type is required: one of {', '.join(FUNCTION_TYPES)}")
+    if kind in FUTURE_FUNCTION_TYPES:
+        raise _fail(f"type {kind!r} is not supported yet: use one of {', '.join(FUNCTION_TYPES)}")
+    if kind not in FUNCTION_TYPES:
+        raise _fail(
+            f"unknown type {_show(kind)}: must be one of {', '.join(FUNCTION_TYPES)} "
+            f"({' and '.join(FUTURE_FUNCTION_TYPES)} are not supported yet)"
+        )
+    return value
+
+
+def _check_function_key(name: str) -> str:
+    if _FUNCTION_NAME.fullmatch(name) is None:
+        raise _fail(
+            f"function name {_show(name)} is not valid: 1 to 64 letters, digits, - and _ "
+            "(a Lambda function name)"
+        )
+    return name
+
+
+# --------------------------------------------------------------------------- mappings
+
+
+class OnFailureDestination(_Model):
+    Destination: str = ""
+    """An SQS queue, SNS topic or S3 bucket ARN; empty means no destination."""
+
+    @field_validator("Destination")
+    @classmethod
+    def _check_destination(cls, value: str) -> str:
+        if value and (problem := _destination_problem(value)):
+            raise _fail(problem)
+        return value
+
+
+class MappingDestinationConfig(_Model):
+    OnFailure: OnFailureDestination | None = None
+
+    @property
+    def on_failure_arn(self) -> str | None:
+        return (self.OnFailure.Destination or None) if self.OnFailure else None
+
+
+class MappingFilter(_Model):
+    Pattern: str
+
+    @field_validator("Pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        if len(value) > MAX_FILTER_PATTERN_CHARS:
+            raise _fail(
+                f"is {len(value)} characters long: at most {MAX_FILTER_PATTERN_CHARS} are allowed"
+            )
+        try:
+            pattern = json.loads(value)
+        except ValueError as exc:
+            raise _fail(f"{_show(value)} is not valid JSON: {exc}") from None
+        if not isinstance(pattern, dict):
+            raise _fail(f"{_show(value)} must be a JSON object, like '{{\"data\": {{...}}}}'")
+        return value
+
+
+class MappingFilterCriteria(_Model):
+    Filters: list[MappingFilter] = Field(default_factory=list)
+
+    @field_validator("Filters")
+    @classmethod
+    def _check_count(cls, value: list[MappingFilter]) -> list[MappingFilter]:
+        if len(value) > MAX_FILTERS:
+            raise _fail(f"{len(value)} filters: at most {MAX_FILTERS} are allowed per mapping")
+        return value
+
+
+class MappingScalingConfig(_Model):
+    MaximumConcurrency: int | None = None
+
+    @field_validator("MaximumConcurrency")
+    @classmethod
+    def _check_concurrency(cls, value: int | None) -> int | None:
+        if value is not None:
+            _check_range(value, 2, 1000)
+        return value
+
+
+class MappingMetricsConfig(_Model):
+    Metrics: list[str] = Field(default_factory=list)
+
+    @field_validator("Metrics")
+    @classmethod
+    def _check_metrics(cls, value: list[str]) -> list[str]:
+        # ErrorCount and KafkaMetrics exist on AWS but only for Kafka sources.
+        bad = [name for name in value if name != "EventCount"]
+        if bad:
+            raise _fail(
+                f"{_show(bad)} not allowed: Kinesis, DynamoDB and SQS mappings take only "
+                '["EventCount"] (esm always exports event counts)'
+            )
+        if len(value) > 3:
+            raise _fail(f"{len(value)} entries: at most 3 are allowed")
+        return value
+
+
+def _source_in(info: ValidationInfo) -> SourceArn | None:
+    """The mapping's parsed EventSourceArn, when it was valid."""
+    arn = info.data.get("EventSourceArn")
+    return parse_source_arn(arn) if isinstance(arn, str) else None
+
+
+def _streams_only(info: ValidationInfo) -> None:
+    source = _source_in(info)
+    if source is not None and source.kind == "sqs":
+        raise _fail(
+            "applies only to Kinesis and DynamoDB stream sources, not to an SQS queue: remove it"
+        )
+
+
+class MappingConfig(_Model):
+    """One event source mapping, with AWS CreateEventSourceMapping's parameter names and rules."""
+
+    # Field order matters: later validators look at earlier fields through `info.data`.
+    EventSourceArn: str
+    FunctionName: str = Field(validation_alias=AliasChoices("FunctionName", "FunctionArn"))
+    Enabled: bool = True
+    BatchSize: int | None = None
+    MaximumBatchingWindowInSeconds: int = Field(default=0, validate_default=True)
+    StartingPosition: str | None = Field(default=None, validate_default=True)
+    StartingPositionTimestamp: float | None = Field(default=None, validate_default=True)
+    ParallelizationFactor: int = 1
+    BisectBatchOnFunctionError: bool = False
+    MaximumRetryAttempts: int = -1
+    MaximumRecordAgeInSeconds: int = -1
+    DestinationConfig: MappingDestinationConfig | None = None
+    FunctionResponseTypes: list[str] = Field(default_factory=list)
+    TumblingWindowInSeconds: int = 0
+    FilterCriteria: MappingFilterCriteria | None = None
+    ScalingConfig: MappingScalingConfig | None = None
+    MetricsConfig: MappingMetricsConfig | None = None
+    Tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("EventSourceArn")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        try:
+            parse_source_arn(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        return value
+
+    @field_validator("FunctionName")
+    @classmethod
+    def _check_function(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            key = _function_key(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        defined = _context(info).get("functions")
+        if defined is not None and key not in defined:
+            listing = ", ".join(sorted(defined)) or "none"
+            via = f" (the function {key!r} of that ARN)" if key != value else ""
+            raise _fail(f"{_show(value)}{via} is not defined under functions (defined: {listing})")
+        return value
+
+    @field_validator("BatchSize")
+    @classmethod
+    def _check_batch_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None:
+            return value
+        source = _source_in(info)
+        if source is not None and source.fifo:
+            _check_range(value, 1, 10, " for an SQS FIFO queue")
+        _check_range(value, 1, 10000)
+        return value
+
+    @field_validator("MaximumBatchingWindowInSeconds")
+    @classmethod
+    def _check_window(cls, value: int, info: ValidationInfo) -> int:
+        _check_range(value, 0, 300, " seconds")
+        source = _source_in(info)
+        if source is None or source.kind != "sqs":
+            return value
+        if source.fifo and value > 0:
+            raise _fail(f"{value} not allowed: batching window is not supported for FIFO queues")
+        batch_size = info.data.get("BatchSize")
+        if not source.fifo and batch_size is not None and batch_size > 10 and value < 1:
+            # AWS's own text for this rule, which it enforces for SQS only.
+            raise _fail(
+                "Maximum batch window in seconds must be greater than 0 if maximum batch size "
+                f"is greater than 10 (BatchSize is {batch_size}: set "
+                "MaximumBatchingWindowInSeconds between 1 and 300)"
+            )
+        return value
+
+    @field_validator("StartingPosition")
+    @classmethod
+    def _check_starting_position(cls, value: str | None, info: ValidationInfo) -> str | None:
+        source = _source_in(info)
+        if source is None:
+            return value
+        allowed = STARTING_POSITIONS[source.kind]
+        if not allowed:
+            if value is not None:
+                raise _fail(
+                    f"{_show(value)} not allowed: StartingPosition applies only to Kinesis and "
+                    "DynamoDB streams, not to an SQS queue"
+                )
+            return value
+        if value is None:
+            raise _fail(f"is required for {source.describe()}: one of {', '.join(allowed)}")
+        if value not in allowed:
+            raise _fail(
+                f"{_show(value)} is not valid for {source.describe()}: "
+                f"must be one of {', '.join(allowed)}"
+            )
+        return value
+
+    @field_validator("StartingPositionTimestamp", mode="before")
+    @classmethod
+    def _timestamp_to_epoch(cls, value: Any) -> Any:
+        # YAML turns an unquoted ISO timestamp into a datetime (or a date) already.
+        if isinstance(value, datetime):
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+            return moment.timestamp()
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise _fail(
+                    f"{_show(value)} is neither epoch seconds nor an ISO-8601 timestamp "
+                    "(like 2024-05-01T12:00:00Z)"
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.timestamp()
+        return value
+
+    @field_validator("StartingPositionTimestamp")
+    @classmethod
+    def _check_timestamp(cls, value: float | None, info: ValidationInfo) -> float | None:
+        source = _source_in(info)
+        if value is not None and source is not None and source.kind != "kinesis":
+            raise _fail(f"applies only to Kinesis streams, not to {source.describe()}: remove it")
+        if "StartingPosition" not in info.data:
+            return value
+        position = info.data["StartingPosition"]
+        if value is None:
+            if position == "AT_TIMESTAMP":
+                raise _fail("is required when StartingPosition is AT_TIMESTAMP")
+            return value
+        if position != "AT_TIMESTAMP":
+            raise _fail(
+                f"{_show(value)} not allowed: StartingPositionTimestamp is used only when "
+                f"StartingPosition is AT_TIMESTAMP (it is {position})"
+            )
+        now = _context(info).get("now") or time.time()
+        if value < 0:
+            raise _fail(f"{_show(value)} is out of range: must not be before 1970")
+        if value > now:
+            iso = datetime.fromtimestamp(value, UTC).isoformat()
+            raise _fail(f"{_show(value)} ({iso}) is in the future: it must be a past time")
+        return value
+
+    @field_validator("ParallelizationFactor")
+    @classmethod
+    def _check_parallelization(cls, value: int, info: ValidationInfo) -> int:
+        _streams_only(info)
+        _check_range(value, 1, 10)
+        return value
+
+    @field_validator("BisectBatchOnFunctionError")
+    @classmethod
+    def _check_bisect(cls, value: bool, info: ValidationInfo) -> bool:
+        _streams_only(info)
+        return value
+
+    @field_validator("MaximumRetryAttempts")
+    @classmethod
+    def _check_retries(cls, value: int, info: ValidationInfo) -> int:
+        _streams_only(info)
+        if not -1 <= value <= 10000:
+            raise _fail(
+                f"{_show(value)} is out of range: must be between -1 and 10000 "
+                "(-1 retries until the record expires)"
+            )
+        return value
+
+    @field_validator("MaximumRecordAgeInSeconds")
+    @classmethod
+    def _check_record_age(cls, value: int, info: ValidationInfo) -> int:
+        _streams_only(info)
+        if value != -1 and not 60 <= value <= 604800:
+            raise _fail(
+                f"{_show(value)} is out of range: must be -1 (no limit) "
+                "or between 60 and 604800 seconds"
+            )
+        return value
+
+    @field_validator("DestinationConfig")
+    @classmethod
+    def _check_destination(
+        cls, value: MappingDestinationConfig | None, info: ValidationInfo
+    ) -> MappingDestinationConfig | None:
+        source = _source_in(info)
+        if value is not None and source is not None and source.kind == "sqs":
+            raise _fail(
+                "applies only to Kinesis and DynamoDB stream sources, not to an SQS queue: "
+                "an SQS mapping's failures go to the queue's own dead-letter queue "
+                "(its RedrivePolicy)"
+            )
+        return value
+
+    @field_validator("FunctionResponseTypes")
+    @classmethod
+    def _check_response_types(cls, value: list[str]) -> list[str]:
+        if value and value != ["ReportBatchItemFailures"]:
+            raise _fail(f'{_show(value)} not allowed: must be [] or ["ReportBatchItemFailures"]')
+        return value
+
+    @field_validator("TumblingWindowInSeconds")
+    @classmethod
+    def _check_tumbling(cls, value: int, info: ValidationInfo) -> int:
+        _streams_only(info)
+        _check_range(value, 0, 900, " seconds (0 = no window)")
+        return value
+
+    @field_validator("ScalingConfig")
+    @classmethod
+    def _check_scaling(
+        cls, value: MappingScalingConfig | None, info: ValidationInfo
+    ) -> MappingScalingConfig | None:
+        source = _source_in(info)
+        if value is not None and source is not None and source.kind != "sqs":
+            raise _fail(f"applies only to SQS sources, not to {source.describe()}: remove it")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unbuilt(self) -> MappingConfig:
+        # Runs once every parameter is in range: only then is "not supported yet" the news.
+        problems = [
+            f"{rule.parameter}: {rule.message.format(value=_show(getattr(self, rule.parameter)))}"
+            for rule in NOT_SUPPORTED_YET
+            if rule.used(self)
+        ]
+        if problems:
+            raise _fail(*problems)
+        return self
+
+    # Resolved values the daemon uses.
+
+    @property
+    def source(self) -> SourceArn:
+        return parse_source_arn(self.EventSourceArn)
+
+    @property
+    def source_kind(self) -> SourceKind:
+        return self.source.kind
+
+    @property
+    def region(self) -> str:
+        return self.source.region
+
+    @property
+    def account(self) -> str:
+        return self.source.account
+
+    @property
+    def stream_name(self) -> str:
+        """The name in the ARN: the Kinesis stream (DynamoDB: the table; SQS: the queue)."""
+        return self.source.name
+
+    @property
+    def function_name(self) -> str:
+        """The key into `EsmConfig.functions` (the NAME of a Lambda function ARN)."""
+        return _function_key(self.FunctionName)
+
+    @property
+    def mapping_id(self) -> str:
+        """Stable across restarts and config edits that keep the function and the source."""
+        return str(
+            uuid.uuid5(_MAPPING_ID_NAMESPACE, f"{self.function_name}\n{self.EventSourceArn}")
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return (
+            self.BatchSize if self.BatchSize is not None else DEFAULT_BATCH_SIZE[self.source_kind]
+        )
+
+    @property
+    def batching_window_seconds(self) -> int:
+        return self.MaximumBatchingWindowInSeconds
+
+    @property
+    def starting_position(self) -> StartingPositionType | None:
+        """None for SQS, which has no starting position."""
+        # Validation allowed only the source's positions, so the string is one of the literals.
+        return cast(StartingPositionType | None, self.StartingPosition)
+
+    @property
+    def starting_position_timestamp(self) -> float | None:
+        return self.StartingPositionTimestamp
+
+    @property
+    def on_failure_destination(self) -> str | None:
+        return self.DestinationConfig.on_failure_arn if self.DestinationConfig else None
+
+    @property
+    def filter_patterns(self) -> list[str]:
+        return [f.Pattern for f in self.FilterCriteria.Filters] if self.FilterCriteria else []
+
+    def label(self) -> str:
+        return f"{self.FunctionName} <- {self.EventSourceArn}"
+
+
+@dataclass(frozen=True, slots=True)
+class NotSupportedYet:
+    """A mapping behaviour this release does not build: refused while `used` says it is used."""
+
+    parameter: str
+    used: Callable[[MappingConfig], bool]
+    message: str
+    """Why, after the parameter name; `{value}` is replaced by the value given."""
+
+
+# Everything AWS allows that this release refuses. Each later release deletes the rows it builds.
+# A value equal to AWS's default behaviour is not a use, so it is accepted.
+NOT_SUPPORTED_YET: tuple[NotSupportedYet, ...] = (
+    NotSupportedYet(
+        "EventSourceArn",
+        lambda m: m.source_kind == "dynamodb",
+        "DynamoDB Streams sources are not supported yet (this release reads Kinesis streams)",
+    ),
+    NotSupportedYet(
+        "EventSourceArn",
+        lambda m: m.source_kind == "sqs",
+        "SQS sources are not supported yet (this release reads Kinesis streams)",
+    ),
+    NotSupportedYet(
+        "EventSourceArn",
+        lambda m: m.source.consumer is not None,
+        "a stream consumer ARN means enhanced fan-out, which is not supported yet: "
+        "use the stream's ARN",
+    ),
+    NotSupportedYet(
+        "ParallelizationFactor",
+        lambda m: m.ParallelizationFactor != 1,
+        "{value} is not supported yet: only 1 (one batch per shard at a time)",
+    ),
+    NotSupportedYet(
+        "BisectBatchOnFunctionError",
+        lambda m: m.BisectBatchOnFunctionError,
+        "{value} is not supported yet: only false",
+    ),
+    NotSupportedYet(
+        "MaximumRetryAttempts",
+        lambda m: m.MaximumRetryAttempts != -1,
+        "{value} is not supported yet: only -1 (retry until the batch succeeds)",
+    ),
+    NotSupportedYet(
+        "MaximumRecordAgeInSeconds",
+        lambda m: m.MaximumRecordAgeInSeconds != -1,
+        "{value} is not supported yet: only -1 (no age limit)",
+    ),
+    NotSupportedYet(
+        "DestinationConfig",
+        lambda m: m.on_failure_destination is not None,
+        "on-failure destinations are not supported yet",
+    ),
+    NotSupportedYet(
+        "FunctionResponseTypes",
+        lambda m: bool(m.FunctionResponseTypes),
+        "{value} is not supported yet: only [] (partial batch responses come later)",
+    ),
+    NotSupportedYet(
+        "TumblingWindowInSeconds",
+        lambda m: m.TumblingWindowInSeconds != 0,
+        "{value} is not supported yet: only 0 (tumbling windows come later)",
+    ),
+    NotSupportedYet(
+        "FilterCriteria",
+        lambda m: bool(m.filter_patterns),
+        "event filtering is not supported yet: remove the filters",
+    ),
+    NotSupportedYet(
+        "ScalingConfig",
+        lambda m: m.ScalingConfig is not None and m.ScalingConfig.MaximumConcurrency is not None,
+        "MaximumConcurrency is not supported yet",
+    ),
+)
+
+
+# --------------------------------------------------------------------------- the whole file
+
+_SECTIONS = ("aws", "state", "admin", "log", "delivery", "polling")
+
+
+class EsmConfig(_Model):
+    """The whole configuration file."""
+
+    aws: AwsConfig = Field(default_factory=AwsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    polling: PollingConfig = Field(default_factory=PollingConfig)
+    functions: dict[
+        Annotated[str, AfterValidator(_check_function_key)],
+        Annotated[FunctionConfig, BeforeValidator(_check_function_type)],
+    ] = Field(default_factory=dict)
+    mappings: list[MappingConfig]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_sections(cls, data: Any) -> Any:
+        # An empty section (`aws:` with every line commented out) reads as null: use defaults.
+        # Sections are always validated so that AwsConfig sees the environment.
+        if isinstance(data, dict):
+            data = {**data}
+            for name in _SECTIONS:
+                if data.get(name) is None:
+                    data[name] = {}
+            if data.get("functions") is None and "functions" in data:
+                data["functions"] = {}
+        return data
+
+    @field_validator("mappings")
+    @classmethod
+    def _check_mappings(cls, value: list[MappingConfig]) -> list[MappingConfig]:
+        if not value:
+            raise _fail("at least one mapping is required")
+        first_seen: dict[str, int] = {}
+        problems = []
+        for index, mapping in enumerate(value):
+            earlier = first_seen.setdefault(mapping.mapping_id, index)
+            if earlier != index:
+                problems.append(
+                    f"mappings[{index}] ({mapping.label()}) has the same function and "
+                    f"EventSourceArn as mappings[{earlier}]: a function takes one mapping per "
+                    "source (AWS: ResourceConflictException)"
+                )
+        if problems:
+            raise _fail(*problems)
+        return value
+
+    @model_validator(mode="after")
+    def _check_references(self) -> EsmConfig:
+        # parse_config already checks this per mapping; this covers direct construction.
+        problems = [
+            f"mappings[{index}] ({mapping.label()}): FunctionName: function "
+            f"{mapping.function_name!r} is not defined under functions"
+            for index, mapping in enumerate(self.mappings)
+            if mapping.function_name not in self.functions
+        ]
+        if problems:
+            raise _fail(*problems)
+        return self
+
+
+# --------------------------------------------------------------------------- environment
+
+_REFERENCE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bad>\{))"
+)
+
+
+def _expand(text: str, environ: Mapping[str, str], source: str, problems: list[str]) -> str:
+    """Replace ${VAR}, ${VAR:-default} and $$ in `text`; unset variables go to `problems`."""
+    lines = []
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        # A full-line comment is left alone: commented-out examples must not need variables.
+        if line.lstrip().startswith("#"):
+            lines.append(line)
+            continue
+
+        def replace(match: re.Match[str], number: int = number) -> str:
+            if match["escaped"]:
+                return "$"
+            if match["bad"]:
+                problems.append(
+                    f"{source}:{number}: malformed variable reference: "
+                    "write ${NAME} or ${NAME:-default} (and $$ for a literal $)"
+                )
+                return ""
+            value = environ.get(match["name"])
+            if match["default"] is not None:
+                return value if value else match["default"]
+            if value is None:
+                problems.append(
+                    f"{source}:{number}: environment variable {match['name']} is not set "
+                    f"(set it, or give a default: ${{{match['name']}:-default}})"
+                )
+                return ""
+            return value
+
+        lines.append(_REFERENCE.sub(replace, line))
+    return "".join(lines)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is a problem."""
+
+    def __init__(self, stream: str, source: str) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                self.duplicates.append(
+                    f"{self.source}:{line}: duplicate key {_show(key)} "
+                    f"(first given on line {first_line[key]}; YAML would keep only the last)"
+                )
+            else:
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, list[str]]:
+    loader = _Loader(text, source)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([f"{where}: invalid YAML: {what}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {' '.join(str(exc).split())}"]) from None
+    finally:
+        loader.dispose()
+    return data, loader.duplicates
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def _strip_annotated(node: Any) -> Any:
+    while get_origin(node) is Annotated:
+        node = get_args(node)[0]
+    return node
+
+
+def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model class that validated the object at `path` (a pydantic error location)."""
+    node: Any = EsmConfig
+    parts = list(path)
+    while True:
+        node = _strip_annotated(node)
+        origin = get_origin(node)
+        if origin in (Union, types.UnionType):
+            members = [_strip_annotated(m) for m in get_args(node) if m is not type(None)]
+            if len(members) == 1:
+                node = members[0]
+                continue
+            # A tagged union: the location names the tag next.
+            tag = parts.pop(0) if parts else None
+            node = next((m for m in members if _function_tag(m) == tag), None)
+            continue
+        if not parts:
+            break
+        part = parts.pop(0)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = _field_by_key(node, part)
+            if field is None:
+                return None
+            node = field
+        elif origin is list:
+            node = get_args(node)[0]
+        elif origin is dict:
+            node = get_args(node)[1]
+        else:
+            return None
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _function_tag(model: Any) -> str | None:
+    if isinstance(model, type) and issubclass(model, BaseModel) and "type" in model.model_fields:
+        args = get_args(model.model_fields["type"].annotation)
+        return str(args[0]) if args else None
+    return None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            keys.extend(str(choice) for choice in alias.choices)
+        else:
+            keys.append(name)
+    return keys
+
+
+def _field_by_key(model: type[BaseModel], key: str | int) -> Any:
+    for name, field in model.model_fields.items():
+        if key == name or (
+            isinstance(field.validation_alias, AliasChoices)
+            and key in field.validation_alias.choices
+        ):
+            return field.annotation
+    return None
+
+
+def _unknown_key(key: str | int, parent: tuple[str | int, ...]) -> str:
+    if isinstance(key, str) and key in _FOREIGN_PARAMETERS:
+        return f"{key} {_FOREIGN_PARAMETERS[key]}"
+    model = _model_at(parent)
+    if model is None:
+        return f"unknown key {_show(key)}"
+    known = _keys_of(model)
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {_show(key)} (did you mean {close[0]}?)"
+    if len(known) <= 8:
+        return f"unknown key {_show(key)} (known keys: {', '.join(known)})"
+    return f"unknown key {_show(key)} (see docs/configuration.md for the known keys)"
+
+
+def _mapping_label(index: int, raw: Any) -> str:
+    items = raw.get("mappings") if isinstance(raw, dict) else None
+    item = items[index] if isinstance(items, list) and index < len(items) else None
+    if not isinstance(item, dict):
+        return f"mappings[{index}]"
+    function = item.get("FunctionName", item.get("FunctionArn", "?"))
+    source = item.get("EventSourceArn", "?")
+    return f"mappings[{index}] ({function} <- {source})"
+
+
+def _path_text(parts: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _locate(loc: tuple[str | int, ...], raw: Any) -> tuple[str, tuple[str | int, ...]]:
+    """Split an error location into the thing the user recognises and the path inside it."""
+    if len(loc) >= 2 and loc[0] == "mappings" and isinstance(loc[1], int):
+        return _mapping_label(loc[1], raw), loc[2:]
+    if len(loc) >= 2 and loc[0] == "functions":
+        rest = loc[2:]
+        if rest and rest[0] in FUNCTION_TYPES:
+            rest = rest[1:]
+        if rest == ("[key]",):
+            return "", ("functions",)
+        return "", ("functions", loc[1], *rest)
+    return "", loc
+
+
+def _problems(exc: ValidationError, raw: Any) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            owner, path = _locate(loc[:-1], raw)
+            message = _unknown_key(loc[-1], loc[:-1])
+            where = _join(owner, _path_text(path))
+        else:
+            owner, path = _locate(loc, raw)
+            where = _join(owner, _path_text(path))
+            if kind == "esm_config":
+                message = error["msg"]
+            elif kind == "missing":
+                message = "is required"
+            else:
+                message = error["msg"].replace("Input should be", "must be", 1)
+                message = f"{message}, got {_show(error['input'])}"
+        for line in message.splitlines():
+            # A message that names its own place (duplicates) needs no prefix.
+            problems.append(line if line.startswith("mappings[") else _join(where, line))
+    return problems
+
+
+def _join(where: str, what: str) -> str:
+    if where and what:
+        return f"{where}: {what}"
+    return where or what
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def parse_config(
+    text: str, environ: Mapping[str, str] | None = None, source: str = "<config>"
+) -> EsmConfig:
+    """Expand, parse and validate a configuration; raises ConfigError listing every problem."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    expanded = _expand(text, env, source, problems)
+    if problems:
+        raise ConfigError(problems)
+    data, problems = _load_yaml(expanded, source)
+    if data is None:
+        raise ConfigError([*problems, f"{source}: the configuration is empty: mappings required"])
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [*problems, f"{source}: must be a mapping of sections, got {type(data).__name__}"]
+        )
+    # Function names are known before validation so that each mapping can check its own.
+    functions = data.get("functions") or {}
+    context = {
+        "environ": env,
+        "now": time.time(),
+        "functions": frozenset(k for k in functions if isinstance(k, str))
+        if isinstance(functions, dict)
+        else None,
+    }
+    try:
+        config = EsmConfig.model_validate(data, context=context)
+    except ValidationError as exc:
+        problems += _problems(exc, data)
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> EsmConfig:
+    """Read and validate the configuration file at `path`."""
+    source = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read the configuration: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text: {exc.reason}"]) from None
+    return parse_config(text, environ, source)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def describe_config(config: EsmConfig) -> str:
+    """The summary `esm validate` prints for a valid configuration."""
+    lines = [
+        f"{len(config.mappings)} mapping{'s' * (len(config.mappings) != 1)}, "
+        f"{len(config.functions)} function{'s' * (len(config.functions) != 1)}"
+    ]
+    for mapping in config.mappings:
+        source = mapping.source
+        what = {"kinesis": "stream", "dynamodb": "table stream", "sqs": "queue"}[source.kind]
+        start = ""
+        if mapping.starting_position is not None:
+            start = f", start {mapping.starting_position}"
+            if mapping.starting_position_timestamp is not None:
+                start += f" {_iso(mapping.starting_position_timestamp)}"
+        lines.append(
+            f"mapping {mapping.mapping_id}: {source.kind} {what} {source.name} "
+            f"({source.region}) -> function {mapping.function_name}, "
+            f"batch size {mapping.batch_size}, window {mapping.batching_window_seconds}s"
+            f"{start}, {'enabled' if mapping.Enabled else 'disabled'}"
+        )
+    for name, function in config.functions.items():
+        target = function.url if isinstance(function, HttpFunctionConfig) else function.handler
+        lines.append(
+            f"function {name}: {function.type} {target} "
+            f"(timeout {function.timeout:g}s, memory {function.memory_size} MB)"
+        )
+    state = config.state
+    lines.append(
+        f"state: {state.backend}" + (f" at {state.path}" if state.backend == "sqlite" else "")
+    )
+    endpoints = config.aws.endpoint_url or "AWS"
+    if config.aws.endpoints:
+        endpoints += ", " + ", ".join(f"{k}={v}" for k, v in sorted(config.aws.endpoints.items()))
+    lines.append(f"aws: region {config.aws.region}, endpoints {endpoints}")
+    admin = config.admin
+    lines.append(f"admin: {'listening on ' + admin.listen if admin.enabled else 'disabled'}")
+    return "\n".join(lines)

@@ -1,0 +1,264 @@
+"""The composition root: turns a configuration into running mappings, and shuts them down well."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import structlog
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from esm.admin import AdminServer
+from esm.checkpoints import open_checkpoint_store
+from esm.metrics import Metrics
+from esm.model import IteratorType, StartPosition
+from esm.pipeline.batcher import BatchLimits
+from esm.pipeline.deliver import Deliverer, FunctionTarget
+from esm.pipeline.retry import Backoff
+from esm.protocols import CheckpointStore, FunctionBackend
+from esm.sources._shards import ShardedStreamRunner, StreamSettings
+from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
+
+if TYPE_CHECKING:
+    from esm.config import EsmConfig, FunctionConfig, MappingConfig
+
+log = structlog.get_logger("esm.daemon")
+
+# Connections per AWS client: one per shard being read at once, with room to spare.
+_MAX_POOL_CONNECTIONS = 64
+
+
+def create_backend(name: str, config: FunctionConfig) -> FunctionBackend:
+    """The backend for a configured function (imports only the backend that is used)."""
+    if config.type == "http":
+        from esm.backends.http import HttpBackend
+
+        return HttpBackend(
+            config.url, timeout=config.timeout, headers=config.headers, function_name=name
+        )
+    if config.type == "python":
+        from esm.backends.python import PythonBackend
+
+        return PythonBackend(
+            config.handler,
+            timeout=config.timeout,
+            function_name=name,
+            memory_size=config.memory_size,
+        )
+    raise ValueError(f"function {name}: unknown backend type {config.type!r}")
+
+
+def function_arn(mapping: MappingConfig) -> str:
+    return f"arn:aws:lambda:{mapping.region}:{mapping.account}:function:{mapping.function_name}"
+
+
+def identity_arn(mapping: MappingConfig) -> str:
+    """The invokeIdentityArn of Kinesis events: the role esm acts as, named after it."""
+    return f"arn:aws:iam::{mapping.account}:role/esm"
+
+
+def starting_position(mapping: MappingConfig) -> StartPosition:
+    return StartPosition(
+        IteratorType(mapping.starting_position or "TRIM_HORIZON"),
+        timestamp=mapping.starting_position_timestamp,
+    )
+
+
+class Daemon:
+    """Every enabled mapping of a configuration, running under one task group."""
+
+    def __init__(
+        self,
+        config: EsmConfig,
+        *,
+        metrics: Metrics | None = None,
+        backends: Mapping[str, FunctionBackend] | None = None,
+        store: CheckpointStore | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self._given_backends = dict(backends or {})
+        self._store = store
+        self.runners: dict[str, ShardedStreamRunner] = {}
+        self.admin_port: int | None = None
+        self.started_at = time.time()
+        self._stop_requested = anyio.Event()
+        self._stopped = False
+
+    # -- public ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
+        self._stop_requested.set()
+
+    def ready(self) -> bool:
+        """Every enabled mapping is polling its source."""
+        enabled = [m for m in self.config.mappings if m.Enabled]
+        return len(self.runners) == len(enabled) and all(r.ready for r in self.runners.values())
+
+    def status(self) -> dict[str, Any]:
+        mappings = []
+        for mapping in self.config.mappings:
+            runner = self.runners.get(mapping.mapping_id)
+            entry: dict[str, Any] = {
+                "id": mapping.mapping_id,
+                "function": mapping.function_name,
+                "event_source_arn": mapping.EventSourceArn,
+                "enabled": mapping.Enabled,
+                "batch_size": mapping.batch_size,
+                "maximum_batching_window_seconds": mapping.batching_window_seconds,
+                "starting_position": mapping.starting_position,
+            }
+            if runner is not None:
+                entry.update(runner.status())
+            mappings.append(entry)
+        return {
+            "ready": self.ready(),
+            "stopping": self._stop_requested.is_set(),
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "mappings": mappings,
+        }
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until a stop is requested, then drain in-flight batches and return."""
+        config = self.config
+        store = self._store or open_checkpoint_store(config.state.backend, config.state.path)
+        backends: dict[str, FunctionBackend] = dict(self._given_backends)
+        clients: dict[str, Any] = {}
+        try:
+            async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
+                for mapping in config.mappings:
+                    if not mapping.Enabled:
+                        log.info("mapping disabled", mapping=mapping.mapping_id)
+                        continue
+                    name = mapping.function_name
+                    if name not in backends:
+                        backends[name] = create_backend(name, config.functions[name])
+                    if mapping.region not in clients:
+                        clients[mapping.region] = await stack.enter_async_context(
+                            self._kinesis_client(mapping.region)
+                        )
+                    client = clients[mapping.region]
+                    runner = self._create_runner(mapping, client, backends[name], store)
+                    self.runners[mapping.mapping_id] = runner
+                if config.admin.enabled:
+                    admin = AdminServer(self.metrics.registry, ready=self.ready, status=self.status)
+                    self.admin_port = await tg.start(
+                        admin.serve, config.admin.host, config.admin.port
+                    )
+                    log.info("admin server listening", host=config.admin.host, port=self.admin_port)
+                if handle_signals:
+                    tg.start_soon(self._watch_signals)
+                async with anyio.create_task_group() as mappings_tg:
+                    for runner in self.runners.values():
+                        mappings_tg.start_soon(runner.run)
+                    task_status.started()
+                    await self._stop_requested.wait()
+                    await self._drain(mappings_tg)
+                tg.cancel_scope.cancel()
+        finally:
+            # Close only what this daemon opened; what the caller passed in is the caller's.
+            with anyio.CancelScope(shield=True):
+                for name, backend in backends.items():
+                    if name not in self._given_backends:
+                        with anyio.move_on_after(5):
+                            await backend.aclose()
+                if self._store is None:
+                    with anyio.move_on_after(10):
+                        await store.aclose()
+            log.info("stopped")
+
+    # -- pieces --------------------------------------------------------------------------
+
+    async def _drain(self, mappings_tg: anyio.abc.TaskGroup) -> None:
+        grace = self.config.delivery.shutdown_grace_seconds
+        log.info("stopping: no new batches; waiting for in-flight ones", grace_seconds=grace)
+        for runner in self.runners.values():
+            runner.stop()
+        # Runners return once their in-flight batches are settled; past the grace period
+        # whatever is still running is cancelled (its batch is redelivered after restart).
+        mappings_tg.cancel_scope.deadline = anyio.current_time() + grace
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+                self.request_stop()
+
+    @contextlib.asynccontextmanager
+    async def _kinesis_client(self, region: str) -> AsyncIterator[Any]:
+        aws = self.config.aws
+        session = get_session()
+        client_config = AioConfig(
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=_MAX_POOL_CONNECTIONS,
+        )
+        async with session.create_client(
+            "kinesis",
+            region_name=region,
+            endpoint_url=aws.endpoint_for("kinesis"),
+            config=client_config,
+        ) as client:
+            yield client
+
+    def _create_runner(
+        self,
+        mapping: MappingConfig,
+        client: Any,
+        backend: FunctionBackend,
+        store: CheckpointStore,
+    ) -> ShardedStreamRunner:
+        config = self.config
+        function = config.functions[mapping.function_name]
+        factory = KinesisRecordFactory(
+            stream_arn=mapping.EventSourceArn,
+            region=mapping.region,
+            identity_arn=identity_arn(mapping),
+        )
+        api = KinesisStreamAPI(
+            client,
+            stream_name=mapping.stream_name,
+            stream_arn=mapping.EventSourceArn,
+            records=factory,
+        )
+        settings = StreamSettings(
+            mapping_id=mapping.mapping_id,
+            starting_position=starting_position(mapping),
+            limits=BatchLimits(
+                batch_size=mapping.batch_size,
+                window_seconds=float(mapping.batching_window_seconds),
+            ),
+            poll_interval=config.polling.interval_seconds,
+            records_limit=config.polling.records_limit,
+            discovery_interval=config.polling.shard_discovery_interval_seconds,
+        )
+        deliverer = Deliverer(
+            backend,
+            FunctionTarget(
+                name=mapping.function_name,
+                arn=function_arn(mapping),
+                timeout=function.timeout,
+                memory_size=function.memory_size,
+            ),
+            mapping.mapping_id,
+            self.metrics,
+            backoff=Backoff(
+                initial=config.delivery.backoff_initial_seconds,
+                maximum=config.delivery.backoff_max_seconds,
+            ),
+            log=structlog.get_logger("esm.delivery").bind(mapping=mapping.mapping_id),
+        )
+        return ShardedStreamRunner(api, settings, deliverer, store, self.metrics)

@@ -1,0 +1,154 @@
+"""`esm demo`: a Kinesis stream processed end to end on an embedded AWS emulator, offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import sys
+import time
+
+import anyio
+import orjson
+from aiobotocore.session import get_session
+
+from esm.config import parse_config
+from esm.daemon import Daemon
+from esm.log import configure_logging
+
+STREAM = "esm-demo-orders"
+_DEMO_CONFIG = """
+aws:
+  region: us-east-1
+  endpoint_url: {endpoint}
+state:
+  backend: memory
+admin:
+  listen: 127.0.0.1:0
+log:
+  format: console
+  level: warning
+polling:
+  interval_seconds: 0.2
+  shard_discovery_interval_seconds: 1
+functions:
+  demo:
+    type: python
+    handler: esm.examples.handlers:handle
+    timeout: 10
+mappings:
+  - FunctionName: demo
+    EventSourceArn: {stream_arn}
+    StartingPosition: TRIM_HORIZON
+    BatchSize: {batch_size}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_demo(*, records: int = 300, shards: int = 2, batch_size: int = 50) -> int:
+    """Start the emulator, write `records` records, process them, print a summary."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        print(
+            "esm demo needs the embedded AWS emulator: pip install 'esm[demo]'",
+            file=sys.stderr,
+        )
+        return 1
+    # The emulator accepts any credentials; real ones are never needed or sent anywhere.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        return anyio.run(_demo, f"http://127.0.0.1:{port}", records, shards, batch_size)
+    finally:
+        server.stop()
+
+
+async def _create_stream(endpoint: str, shards: int, records: int) -> str:
+    session = get_session()
+    async with session.create_client(
+        "kinesis", region_name="us-east-1", endpoint_url=endpoint
+    ) as kinesis:
+        await kinesis.create_stream(StreamName=STREAM, ShardCount=shards)
+        summary = await kinesis.describe_stream_summary(StreamName=STREAM)
+        arn = str(summary["StreamDescriptionSummary"]["StreamARN"])
+        rng = random.Random(7)
+        for start in range(0, records, 500):
+            entries = [
+                {
+                    "Data": orjson.dumps(
+                        {
+                            "order_id": n,
+                            "customer": f"customer-{rng.randint(1, 20)}",
+                            "amount": round(rng.uniform(5, 500), 2),
+                        }
+                    ),
+                    "PartitionKey": f"customer-{n % 20}",
+                }
+                for n in range(start, min(records, start + 500))
+            ]
+            await kinesis.put_records(StreamName=STREAM, Records=entries)
+        return arn
+
+
+def _delivered(daemon: Daemon) -> tuple[int, int]:
+    records = batches = 0
+    for runner in daemon.runners.values():
+        for shard in runner.shards.values():
+            records += shard.records_delivered
+            batches += shard.batches_delivered
+    return records, batches
+
+
+async def _demo(endpoint: str, records: int, shards: int, batch_size: int) -> int:
+    print(f"esm demo: embedded AWS emulator on {endpoint}")
+    arn = await _create_stream(endpoint, shards, records)
+    print(f"  wrote {records} records to {arn} ({shards} shards)")
+    text = _DEMO_CONFIG.format(endpoint=endpoint, stream_arn=arn, batch_size=batch_size)
+    config = parse_config(text, source="<demo>")
+    configure_logging(config.log.format, config.log.level)
+    daemon = Daemon(config)
+    started = time.monotonic()
+    delivered = 0
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            lambda task_status: daemon.run(handle_signals=False, task_status=task_status)
+        )
+        print(
+            f"  mapping {config.mappings[0].mapping_id} -> function 'demo' "
+            f"(esm.examples.handlers:handle), BatchSize {batch_size}; "
+            f"status: http://127.0.0.1:{daemon.admin_port}/status"
+        )
+        with anyio.move_on_after(60) as timeout:
+            while delivered < records:
+                await anyio.sleep(0.25)
+                delivered, batches = _delivered(daemon)
+                print(f"  delivered {delivered:>6}/{records} records in {batches} batches")
+        daemon.request_stop()
+    elapsed = time.monotonic() - started
+    delivered, batches = _delivered(daemon)
+    print()
+    print("summary")
+    print(f"  records written   {records}")
+    print(f"  records delivered {delivered}")
+    print(f"  batches invoked   {batches}")
+    print(f"  elapsed           {elapsed:.2f} s")
+    for runner in daemon.runners.values():
+        for shard_id, shard in sorted(runner.shards.items()):
+            print(
+                f"  checkpoint {shard_id}: {shard.checkpoint} ({shard.records_delivered} records)"
+            )
+    if timeout.cancelled_caught or delivered < records:
+        print("demo did not finish: not every record was delivered in 60 s", file=sys.stderr)
+        return 1
+    return 0

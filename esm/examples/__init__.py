@@ -1,0 +1,1 @@
+"""Example functions bundled with esm, used by `esm demo` and the tests."""

@@ -1,0 +1,141 @@
+"""Helpers for integration tests: streams on moto, and running a daemon until a condition."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from esm.config import EsmConfig, parse_config
+from esm.daemon import Daemon
+from esm.protocols import CheckpointStore
+from esm.testing import RecordingBackend, kinesis_data
+
+
+async def create_stream(kinesis: Any, name: str, shards: int) -> str:
+    await kinesis.create_stream(StreamName=name, ShardCount=shards)
+    summary = await kinesis.describe_stream_summary(StreamName=name)
+    return str(summary["StreamDescriptionSummary"]["StreamARN"])
+
+
+async def put_records(kinesis: Any, name: str, count: int, *, prefix: str = "r") -> list[bytes]:
+    """Write `count` records with varied partition keys; returns the data written, in order."""
+    written = []
+    for start in range(0, count, 500):
+        entries = []
+        for n in range(start, min(count, start + 500)):
+            data = f"{prefix}{n}".encode()
+            written.append(data)
+            entries.append({"Data": data, "PartitionKey": f"key-{n}"})
+        answer = await kinesis.put_records(StreamName=name, Records=entries)
+        assert answer.get("FailedRecordCount", 0) == 0
+    return written
+
+
+def put_into_shard(stream_name: str, shard_id: str, count: int, *, prefix: str) -> None:
+    """Write records into one shard directly through moto's in-process backend.
+
+    moto routes writes to the first shard whose hash range matches, closed parents included,
+    so after a split it never writes to the children; real Kinesis routes them to the open
+    child. The test server runs in this process, so its backend can be reached directly.
+    """
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.kinesis.models import kinesis_backends
+
+    stream = kinesis_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].describe_stream(
+        stream_arn=None, stream_name=stream_name
+    )
+    shard = stream.shards[shard_id]
+    for n in range(count):
+        data = base64.b64encode(f"{prefix}{n}".encode()).decode()
+        shard.put_record(f"key-{n}", data, None)
+
+
+def daemon_config(
+    endpoint: str,
+    stream_arn: str,
+    *,
+    batch_size: int = 100,
+    state: str = "backend: memory",
+    extra_mapping: str = "",
+) -> EsmConfig:
+    text = f"""
+aws:
+  region: us-east-1
+  endpoint_url: {endpoint}
+state:
+  {state}
+admin:
+  listen: 127.0.0.1:0
+delivery:
+  backoff_initial_seconds: 0.05
+  backoff_max_seconds: 0.2
+  shutdown_grace_seconds: 5
+polling:
+  interval_seconds: 0.2
+  shard_discovery_interval_seconds: 0.5
+functions:
+  fn:
+    type: python
+    handler: esm.examples.handlers:handle
+mappings:
+  - FunctionName: fn
+    EventSourceArn: {stream_arn}
+    StartingPosition: TRIM_HORIZON
+    BatchSize: {batch_size}
+{extra_mapping}
+"""
+    return parse_config(text, environ={})
+
+
+async def run_daemon_until(
+    config: EsmConfig,
+    backend: RecordingBackend,
+    done: Callable[[], bool],
+    *,
+    store: CheckpointStore | None = None,
+    limit_seconds: float = 60,
+) -> Daemon:
+    """Run a daemon with `backend` as its function until `done()`, then stop it gracefully."""
+    daemon = Daemon(config, backends={"fn": backend}, store=store)
+    with anyio.fail_after(limit_seconds):
+        async with anyio.create_task_group() as tg:
+            await tg.start(
+                lambda task_status: daemon.run(handle_signals=False, task_status=task_status)
+            )
+            while not done():
+                await anyio.sleep(0.02)
+            daemon.request_stop()
+    return daemon
+
+
+def data_by_shard(backend: RecordingBackend) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = {}
+    for record in backend.delivered_records():
+        out.setdefault(record["eventID"].split(":")[0], []).append(kinesis_data(record))
+    return out
+
+
+async def read_back(kinesis: Any, name: str) -> dict[str, list[bytes]]:
+    """What each shard of the stream holds, in order: the truth deliveries are checked against."""
+    shards = (await kinesis.list_shards(StreamName=name))["Shards"]
+    out: dict[str, list[bytes]] = {}
+    for shard in shards:
+        shard_id = shard["ShardId"]
+        iterator = (
+            await kinesis.get_shard_iterator(
+                StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+            )
+        )["ShardIterator"]
+        records: list[bytes] = []
+        while True:
+            page = await kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            records.extend(r["Data"] for r in page["Records"])
+            if not page["Records"]:
+                break
+            iterator = page["NextShardIterator"]
+        if records:
+            out[shard_id] = records
+    return out

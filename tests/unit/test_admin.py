@@ -1,0 +1,182 @@
+"""Tests for the admin HTTP server: each route over a real socket, then shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from esm.admin import AdminServer
+from esm.metrics import Metrics
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self) -> bool:
+        return self.value
+
+
+class _State(enum.Enum):
+    RUNNING = "running"
+
+
+@dataclasses.dataclass
+class _Shard:
+    shard_id: str
+    checkpoint: str
+
+
+class _Opaque:
+    def __str__(self) -> str:
+        return "opaque-thing"
+
+
+def _status() -> Mapping[str, Any]:
+    return {
+        "state": _State.RUNNING,
+        "mappings": {
+            "orders": {
+                "shards": [_Shard("shardId-000000000000", "49590338271490256608559692538361")],
+                "tags": frozenset({"b", "a"}),
+                "backend": _Opaque(),
+            }
+        },
+    }
+
+
+@dataclasses.dataclass
+class _Running:
+    base: str
+    http: aiohttp.ClientSession
+    metrics: Metrics
+    ready: _Flag
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[_Running]:
+    metrics = Metrics()
+    ready = _Flag()
+    server = AdminServer(metrics.registry, ready=ready, status=_status)
+    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        assert port > 0
+        yield _Running(f"http://127.0.0.1:{port}", http, metrics, ready)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_healthz_is_ok(admin: _Running) -> None:
+    async with admin.http.get(f"{admin.base}/healthz") as response:
+        assert response.status == 200
+        assert await response.text() == "ok"
+
+
+@pytest.mark.anyio
+async def test_readyz_follows_the_ready_callable(admin: _Running) -> None:
+    async with admin.http.get(f"{admin.base}/readyz") as response:
+        assert response.status == 503
+        assert await response.text() == "not ready"
+
+    admin.ready.value = True
+
+    async with admin.http.get(f"{admin.base}/readyz") as response:
+        assert response.status == 200
+        assert await response.text() == "ready"
+
+
+@pytest.mark.anyio
+async def test_metrics_exposes_the_registry(admin: _Running) -> None:
+    admin.metrics.polled_events.labels(mapping="orders").inc(42)
+
+    async with admin.http.get(f"{admin.base}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+        body = await response.text()
+    assert 'esm_polled_events_total{mapping="orders"} 42.0' in body
+    assert "# TYPE esm_invoke_duration_seconds histogram" in body
+
+
+@pytest.mark.anyio
+async def test_status_is_indented_json(admin: _Running) -> None:
+    async with admin.http.get(f"{admin.base}/status") as response:
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        raw = await response.read()
+
+    assert raw.startswith(b'{\n  "state"')
+    assert orjson.loads(raw) == {
+        "state": "running",
+        "mappings": {
+            "orders": {
+                "shards": [
+                    {
+                        "shard_id": "shardId-000000000000",
+                        "checkpoint": "49590338271490256608559692538361",
+                    }
+                ],
+                "tags": ["a", "b"],
+                "backend": "opaque-thing",
+            }
+        },
+    }
+
+
+@pytest.mark.anyio
+async def test_unknown_route_is_404(admin: _Running) -> None:
+    async with admin.http.get(f"{admin.base}/nope") as response:
+        assert response.status == 404
+
+
+def _raises() -> Any:
+    raise RuntimeError("state unavailable")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [("/readyz", 503, b"not ready"), ("/status", 500, b"RuntimeError: state unavailable")],
+)
+async def test_failing_callables_answer_errors(path: str, status: int, body: bytes) -> None:
+    failing: Callable[[], Any] = _raises
+    server = AdminServer(Metrics().registry, ready=failing, status=failing)
+    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        async with http.get(f"http://127.0.0.1:{port}{path}") as response:
+            assert response.status == status
+            assert body in await response.read()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_cancellation_closes_the_port() -> None:
+    server = AdminServer(Metrics().registry, ready=lambda: True, status=dict)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        tg.cancel_scope.cancel()
+
+    with pytest.raises(OSError, match="connection attempts failed"):
+        await anyio.connect_tcp("127.0.0.1", port)
+
+
+@pytest.mark.anyio
+async def test_port_in_use_raises() -> None:
+    server = AdminServer(Metrics().registry, ready=lambda: True, status=dict)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        with pytest.raises(OSError, match="address already in use"):
+            await server.serve("127.0.0.1", port)
+        tg.cancel_scope.cancel()
