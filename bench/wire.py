@@ -61,7 +61,7 @@ from common import (
     table,
 )
 
-from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
+from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
 
 PAGE_RECORDS = 10_000
 SHARD_ID = "shardId-000000000000"
@@ -267,6 +267,8 @@ async def main(args: argparse.Namespace, port: int, body_bytes: int) -> None:
             "kinesis", region_name=REGION, endpoint_url=endpoint, config=config, **credentials
         ) as esm_client,
     ):
+        # esm's client reads GetRecords in wire form, as the daemon sets it up.
+        enable_wire_records(esm_client)
         # Warm up: connections open, service model and shapes loaded, on both clients.
         for client in (bare_client, esm_client):
             await client.list_shards(StreamName=STREAM)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import anyio
 
 from esm import __version__
-from esm.errors import ConfigError
+from esm.errors import ConfigError, EsmError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,8 +54,25 @@ def _run(config_path: str) -> int:
         _print_problems(error)
         return 2
     configure_logging(config.log.format, config.log.level)
-    anyio.run(Daemon(config).run)
+    try:
+        anyio.run(Daemon(config).run)
+    except (EsmError, OSError, BaseExceptionGroup) as error:
+        # Settings that only fail when used (a handler that does not import, an admin port
+        # already taken, an unwritable state file): one clear line each, no traceback.
+        leaves = _leaves(error)
+        if not all(isinstance(e, EsmError | OSError) for e in leaves):
+            raise
+        for leaf in leaves:
+            print(f"esm: {type(leaf).__name__}: {leaf}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The errors inside (possibly nested) exception groups raised by task groups."""
+    if not isinstance(error, BaseExceptionGroup):
+        return [error]
+    return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
 
 
 def _validate(config_path: str) -> int:

@@ -23,7 +23,7 @@ from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.pipeline.retry import Backoff
 from esm.protocols import CheckpointStore, FunctionBackend
 from esm.sources._shards import ShardedStreamRunner, StreamSettings
-from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
+from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, FunctionConfig, MappingConfig
@@ -137,7 +137,9 @@ class Daemon:
         backends: dict[str, FunctionBackend] = dict(self._given_backends)
         clients: dict[str, Any] = {}
         try:
-            async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
+            async with contextlib.AsyncExitStack() as stack:
+                # Everything that can fail on bad settings (a handler that does not import)
+                # fails here, before any task starts.
                 for mapping in config.mappings:
                     if not mapping.Enabled:
                         log.info("mapping disabled", mapping=mapping.mapping_id)
@@ -152,21 +154,7 @@ class Daemon:
                     client = clients[mapping.region]
                     runner = self._create_runner(mapping, client, backends[name], store)
                     self.runners[mapping.mapping_id] = runner
-                if config.admin.enabled:
-                    admin = AdminServer(self.metrics.registry, ready=self.ready, status=self.status)
-                    self.admin_port = await tg.start(
-                        admin.serve, config.admin.host, config.admin.port
-                    )
-                    log.info("admin server listening", host=config.admin.host, port=self.admin_port)
-                if handle_signals:
-                    tg.start_soon(self._watch_signals)
-                async with anyio.create_task_group() as mappings_tg:
-                    for runner in self.runners.values():
-                        mappings_tg.start_soon(runner.run)
-                    task_status.started()
-                    await self._stop_requested.wait()
-                    await self._drain(mappings_tg)
-                tg.cancel_scope.cancel()
+                await self._serve(task_status, handle_signals)
         finally:
             # Close only what this daemon opened; what the caller passed in is the caller's.
             with anyio.CancelScope(shield=True):
@@ -180,6 +168,23 @@ class Daemon:
             log.info("stopped")
 
     # -- pieces --------------------------------------------------------------------------
+
+    async def _serve(self, task_status: anyio.abc.TaskStatus[None], handle_signals: bool) -> None:
+        config = self.config
+        async with anyio.create_task_group() as tg:
+            if config.admin.enabled:
+                admin = AdminServer(self.metrics.registry, ready=self.ready, status=self.status)
+                self.admin_port = await tg.start(admin.serve, config.admin.host, config.admin.port)
+                log.info("admin server listening", host=config.admin.host, port=self.admin_port)
+            if handle_signals:
+                tg.start_soon(self._watch_signals)
+            async with anyio.create_task_group() as mappings_tg:
+                for runner in self.runners.values():
+                    mappings_tg.start_soon(runner.run)
+                task_status.started()
+                await self._stop_requested.wait()
+                await self._drain(mappings_tg)
+            tg.cancel_scope.cancel()
 
     async def _drain(self, mappings_tg: anyio.abc.TaskGroup) -> None:
         grace = self.config.delivery.shutdown_grace_seconds
@@ -212,6 +217,7 @@ class Daemon:
             endpoint_url=aws.endpoint_for("kinesis"),
             config=client_config,
         ) as client:
+            enable_wire_records(client)
             yield client
 
     def _create_runner(

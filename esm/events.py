@@ -41,11 +41,24 @@ def kinesis_entry(
     }
 
 
-def entry_size(entry: dict[str, Any]) -> int:
-    """Bytes an entry adds to the encoded event: its JSON plus the comma that separates it."""
-    return len(orjson.dumps(entry)) + 1
+def create_record(
+    *, sequence: str, order: int, key: str, arrival: float, entry: dict[str, Any]
+) -> Record:
+    """A `Record` carrying `entry`, sized exactly for the 6 MB payload limit."""
+    return Record(
+        sequence=sequence,
+        order=order,
+        key=key,
+        arrival=arrival,
+        size=len(orjson.dumps(entry)) + 1,
+        entry=entry,
+    )
 
 
 def encode_event(records: Sequence[Record]) -> bytes:
-    """The JSON event for a batch: `{"Records": [...]}` in record order."""
+    """The JSON event for a batch: `{"Records": [...]}` in record order.
+
+    Encoding the entries again is cheaper than keeping each record's bytes and joining them:
+    orjson writes a 1,000-record event into one buffer faster than bytes.join copies it.
+    """
     return orjson.dumps({"Records": [r.entry for r in records]})

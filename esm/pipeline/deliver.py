@@ -113,9 +113,7 @@ class Deliverer:
             else:
                 in_flight.system_errors += 1
             in_flight.last_error = f"{result.kind.value}: {result.error or result.function_error}"
-            delay = self.backoff.delay(failures)
-            if result.retry_after is not None:
-                delay = max(delay, min(result.retry_after, self.backoff.maximum))
+            delay = self.retry_delay(failures, result)
             in_flight.next_attempt_at = self.clock() + delay
             if self.log is not None:
                 self.log.warning(
@@ -133,6 +131,14 @@ class Deliverer:
             in_flight.next_attempt_at = None
             if stopping.is_set():
                 return DeliveryOutcome.ABANDONED
+
+    def retry_delay(self, failures: int, result: InvokeResult) -> float:
+        """Seconds before the next attempt after `failures` failures in a row, the last one
+        `result`: exponential backoff, or longer when the function asked (Retry-After)."""
+        delay = self.backoff.delay(failures)
+        if result.retry_after is not None:
+            delay = max(delay, min(result.retry_after, self.backoff.maximum))
+        return delay
 
     async def _invoke_once(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
         if len(payload) > self.max_payload_bytes:

@@ -27,7 +27,15 @@ from esm.errors import (
     TransientSourceError,
 )
 from esm.metrics import Metrics
-from esm.model import Batch, Checkpoint, IteratorType, RecordsPage, ShardInfo, StartPosition
+from esm.model import (
+    Batch,
+    Checkpoint,
+    InvokeResult,
+    IteratorType,
+    RecordsPage,
+    ShardInfo,
+    StartPosition,
+)
 from esm.pipeline.batcher import Batcher, BatchLimits
 from esm.pipeline.deliver import Deliverer, DeliveryOutcome, InFlight
 from esm.pipeline.retry import Backoff
@@ -430,9 +438,16 @@ class ShardedStreamRunner:
             size=len(batch.records),
             started_at=now,
         )
+
+        async def note_attempt(_: InvokeResult) -> None:
+            # While a batch is retried its records keep ageing: the gauge must show a
+            # blocked shard falling behind, as IteratorAge does on AWS.
+            state.iterator_age = max(0.0, self.clock() - batch.last.arrival)
+            self.metrics.iterator_age.labels(mapping, batch.partition).set(state.iterator_age)
+
         try:
             outcome = await self.deliverer.deliver(
-                batch, stopping=self.stopping, in_flight=state.in_flight
+                batch, stopping=self.stopping, in_flight=state.in_flight, on_result=note_attempt
             )
         finally:
             state.in_flight = None

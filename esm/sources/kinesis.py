@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
+
 from esm.errors import (
     ExpiredIterator,
     ResourceNotFound,
@@ -14,7 +16,7 @@ from esm.errors import (
     ThroughputExceeded,
     TransientSourceError,
 )
-from esm.events import entry_size, kinesis_entry
+from esm.events import create_record, kinesis_entry
 from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
 
 # Error codes that waiting can fix (throttling, service trouble) versus ones it cannot.
@@ -34,6 +36,49 @@ class KinesisClient(Protocol):
     async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
     async def get_records(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+
+# Marks a GetRecords answer whose records `keep_wire_records` left in their wire form.
+_WIRE_FORM = "EsmWireForm"
+
+
+def keep_wire_records(
+    operation_model: Any,
+    response_dict: dict[str, Any],
+    customized_response_dict: dict[str, Any],
+    **_: Any,
+) -> None:
+    """botocore hook for GetRecords: keep each record's Data in base64 and its arrival time
+    in epoch seconds, as they travel.
+
+    botocore would base64-decode every Data and build a datetime for every record, only for
+    the Lambda event to base64-encode the data again; that round trip is most of the cost of
+    reading. A successful JSON answer is parsed here with orjson and botocore is handed an
+    empty body; errors and any other protocol go through botocore untouched.
+    """
+    if response_dict.get("status_code") != 200:
+        return
+    if getattr(operation_model.service_model, "resolved_protocol", None) != "json":
+        return
+    body = response_dict.get("body")
+    if not isinstance(body, bytes) or not body:
+        return
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(answer, dict) or not isinstance(answer.get("Records"), list):
+        return
+    answer[_WIRE_FORM] = True
+    customized_response_dict.update(answer)
+    response_dict["body"] = b"{}"
+
+
+def enable_wire_records(client: Any) -> None:
+    """Make `client` (an aiobotocore Kinesis client) answer GetRecords in wire form."""
+    client.meta.events.register(
+        "before-parse.kinesis.GetRecords", keep_wire_records, unique_id="esm-wire-records"
+    )
 
 
 class KinesisRecordFactory:
@@ -57,13 +102,18 @@ class KinesisRecordFactory:
             region=self.region,
             identity_arn=self.identity_arn,
         )
-        return Record(
-            sequence=sequence,
-            order=int(sequence),
-            key=partition_key,
-            arrival=arrival,
-            size=entry_size(entry),
-            entry=entry,
+        return create_record(
+            sequence=sequence, order=int(sequence), key=partition_key, arrival=arrival, entry=entry
+        )
+
+    def from_wire(self, shard_id: str, raw: Mapping[str, Any]) -> Record:
+        """A record as Kinesis sends it: Data in base64, the arrival time in epoch seconds."""
+        return self.create(
+            shard_id,
+            raw["SequenceNumber"],
+            raw["PartitionKey"],
+            raw["Data"],
+            float(raw.get("ApproximateArrivalTimestamp") or 0.0),
         )
 
     def from_api(self, shard_id: str, raw: Mapping[str, Any]) -> Record:
@@ -160,7 +210,7 @@ class KinesisStreamAPI:
             answer = await self.client.get_records(ShardIterator=iterator, Limit=limit)
         except Exception as exc:
             raise translate_error(exc, "GetRecords") from exc
-        create = self.records.from_api
+        create = self.records.from_wire if answer.get(_WIRE_FORM) else self.records.from_api
         return RecordsPage(
             records=[create(shard_id, raw) for raw in answer.get("Records", ())],
             next_iterator=answer.get("NextShardIterator"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -37,6 +38,40 @@ async def test_four_shards_five_thousand_records_in_order_none_missing(
     )
     assert data_by_shard(backend) == expected
     assert all(len(e["Records"]) <= 250 for e in backend.events)
+    # The event as the emulator's records make it, field by field.
+    first = backend.events[0]["Records"][0]
+    shard_id, sequence = first["eventID"].split(":")
+    assert shard_id.startswith("shardId-")
+    assert first["kinesis"]["sequenceNumber"] == sequence
+    assert set(first) == {
+        "kinesis",
+        "eventSource",
+        "eventVersion",
+        "eventID",
+        "eventName",
+        "invokeIdentityArn",
+        "awsRegion",
+        "eventSourceARN",
+    }
+    assert set(first["kinesis"]) == {
+        "kinesisSchemaVersion",
+        "partitionKey",
+        "sequenceNumber",
+        "data",
+        "approximateArrivalTimestamp",
+    }
+    assert first["kinesis"]["kinesisSchemaVersion"] == "1.0"
+    assert first["kinesis"]["partitionKey"].startswith("key-")
+    assert first["eventSource"] == "aws:kinesis"
+    assert first["eventVersion"] == "1.0"
+    assert first["eventName"] == "aws:kinesis:record"
+    assert first["awsRegion"] == "us-east-1"
+    assert first["eventSourceARN"] == arn
+    assert first["invokeIdentityArn"] == f"arn:aws:iam::{arn.split(':')[4]}:role/esm"
+    arrival = first["kinesis"]["approximateArrivalTimestamp"]
+    assert isinstance(arrival, float)
+    assert abs(arrival - time.time()) < 600
+    assert round(arrival, 3) == arrival
     status = daemon.status()["mappings"][0]
     assert sum(s["records_delivered"] for s in status["shards"].values()) == 5000
 

@@ -10,7 +10,7 @@ from esm.pipeline.batcher import Batcher, BatchLimits, cut_batches
 
 
 def _record(n: int, size: int) -> Record:
-    return Record(sequence=str(n), order=n, key="k", arrival=0.0, size=size, entry={"n": n})
+    return Record(sequence=str(n), order=n, key="k", arrival=0.0, size=size, entry={})
 
 
 records_strategy = st.lists(st.integers(min_value=1, max_value=5000), max_size=300).map(

@@ -73,3 +73,61 @@ def test_event_wraps_records_in_order_and_sizes_add_up() -> None:
     # Each record's size is its encoding plus a separator: the batch's payload size is exact
     # to within the one comma that the last record does not need.
     assert len(encoded) == len(b'{"Records":[]}') + sum(r.size for r in records) - 1
+
+
+class _Protocol:
+    def __init__(self, protocol: str) -> None:
+        self.service_model = type("ServiceModel", (), {"resolved_protocol": protocol})()
+
+
+def _wire_answer(records: list[dict[str, object]]) -> bytes:
+    return orjson.dumps({"Records": records, "NextShardIterator": "it", "MillisBehindLatest": 0})
+
+
+def test_wire_form_gives_the_same_records_as_botocore_parsing() -> None:
+    from esm.sources.kinesis import keep_wire_records
+
+    data = b"\x00\x01binary and text \xe2\x82\xac"
+    wire = {
+        "SequenceNumber": SEQ,
+        "ApproximateArrivalTimestamp": 1545084650.987,
+        "Data": base64.b64encode(data).decode(),
+        "PartitionKey": "p",
+    }
+    response = {"status_code": 200, "body": _wire_answer([wire]), "headers": {}}
+    customized: dict[str, object] = {}
+    keep_wire_records(_Protocol("json"), response, customized)
+    assert response["body"] == b"{}", "botocore is left nothing to parse"
+    assert customized["NextShardIterator"] == "it"
+    records = customized["Records"]
+    assert isinstance(records, list)
+    factory = _factory()
+    from_wire = factory.from_wire("shardId-000000000001", records[0])
+    from_api = factory.from_api(
+        "shardId-000000000001",
+        {
+            "SequenceNumber": SEQ,
+            "ApproximateArrivalTimestamp": datetime.fromtimestamp(1545084650.987, UTC),
+            "Data": data,
+            "PartitionKey": "p",
+        },
+    )
+    assert from_wire.entry == from_api.entry
+    assert from_wire.size == from_api.size
+
+
+def test_wire_form_leaves_errors_and_other_protocols_to_botocore() -> None:
+    from esm.sources.kinesis import keep_wire_records
+
+    body = _wire_answer([])
+    for status, protocol in ((400, "json"), (500, "json"), (200, "smithy-rpc-v2-cbor")):
+        response = {"status_code": status, "body": body, "headers": {}}
+        customized: dict[str, object] = {}
+        keep_wire_records(_Protocol(protocol), response, customized)
+        assert response["body"] == body
+        assert customized == {}
+    response = {"status_code": 200, "body": b"not json", "headers": {}}
+    customized = {}
+    keep_wire_records(_Protocol("json"), response, customized)
+    assert response["body"] == b"not json"
+    assert customized == {}

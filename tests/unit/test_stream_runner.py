@@ -250,3 +250,57 @@ async def test_status_shows_shards_and_checkpoints() -> None:
         assert shard["checkpoint"] is not None
         assert shard["records_delivered"] == 5
         assert shard["in_flight"] is None
+
+
+async def test_stop_lets_the_in_flight_batch_finish_and_saves_its_checkpoint() -> None:
+    client = FakeKinesisClient(page_limit=10)
+    client.create_stream(STREAM, 1)
+    put_many(client, 50)
+    backend = RecordingBackend(delay=0.5)
+    store = MemoryCheckpointStore()
+    runner = make_runner(client, backend, store, batch_size=10)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            while not backend.events:
+                await anyio.sleep(0.01)
+            # The first invocation is under way: stop now.
+            runner.stop()
+    assert len(backend.events) == 1, "no new batch starts after the stop"
+    saved = await store.load("m1")
+    shard = client.shard_ids(STREAM)[0]
+    assert saved[shard].sequence == backend.events[0]["Records"][-1]["kinesis"]["sequenceNumber"]
+
+
+async def test_at_timestamp_starts_at_the_first_record_at_or_after_it() -> None:
+    client = FakeKinesisClient()
+    client.create_stream(STREAM, 1)
+    for n in range(10):
+        client.put_record(STREAM, f"r{n}".encode(), "k", arrival=1_700_000_000 + n)
+    backend = RecordingBackend()
+    runner = make_runner(client, backend, MemoryCheckpointStore(), start=IteratorType.AT_TIMESTAMP)
+    runner.settings = StreamSettings(
+        mapping_id="m1",
+        starting_position=StartPosition(IteratorType.AT_TIMESTAMP, timestamp=1_700_000_004),
+        limits=runner.settings.limits,
+        poll_interval=0.2,
+        discovery_interval=0.2,
+    )
+    await run_until(runner, lambda: len(backend.delivered_records()) >= 6)
+    assert [kinesis_data(r) for r in backend.delivered_records()] == [
+        f"r{n}".encode() for n in range(4, 10)
+    ]
+
+
+async def test_iterator_age_is_exported_per_shard() -> None:
+    client = FakeKinesisClient()
+    client.create_stream(STREAM, 1)
+    client.put_record(STREAM, b"old", "k", arrival=1_000.0)
+    backend = RecordingBackend()
+    metrics = Metrics()
+    runner = make_runner(client, backend, MemoryCheckpointStore(), metrics=metrics)
+    await run_until(runner, lambda: len(backend.events) >= 1)
+    shard = client.shard_ids(STREAM)[0]
+    age = metrics.iterator_age.labels("m1", shard)._value.get()
+    # The record arrived at epoch 1000 s: its age when sent is the time since then.
+    assert age > 1_000_000_000
