@@ -55,6 +55,32 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
+        self.filtered_out_events = Counter(
+            "esm_filtered_out_events",
+            "Records FilterCriteria left out (FilteredOutEventCount).",
+            ["mapping"],
+            registry=r,
+        )
+        self.dropped_events = Counter(
+            "esm_dropped_events",
+            "Records given up on with no on-failure destination to keep them (DroppedEventCount).",
+            ["mapping"],
+            registry=r,
+        )
+        self.on_failure_delivered_events = Counter(
+            "esm_on_failure_destination_delivered_events",
+            "Records of given-up batches stored in the on-failure destination "
+            "(OnFailureDestinationDeliveredEventCount).",
+            ["mapping"],
+            registry=r,
+        )
+        self.destination_delivery_failures = Counter(
+            "esm_destination_delivery_failures",
+            "Failed attempts to store a failure record in the on-failure destination "
+            "(DestinationDeliveryFailures); esm retries until it is stored.",
+            ["mapping"],
+            registry=r,
+        )
         self.invocations = Counter(
             "esm_invocations",
             "Invocations by result: success, function_error, throttle, system_error.",

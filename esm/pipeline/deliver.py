@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +14,16 @@ import anyio
 
 from esm.events import encode_event
 from esm.metrics import Metrics
-from esm.model import MAX_INVOKE_PAYLOAD_BYTES, Batch, Invocation, InvokeResult, ResultKind
-from esm.pipeline.retry import Backoff
+from esm.model import (
+    MAX_INVOKE_PAYLOAD_BYTES,
+    Batch,
+    Invocation,
+    InvokeResult,
+    Record,
+    ResultKind,
+)
+from esm.pipeline.partial import stream_item_failures
+from esm.pipeline.retry import Backoff, GiveUpCondition, RetryPolicy
 from esm.protocols import FunctionBackend
 
 # A backend enforces the function timeout itself; this margin only guards against one that
@@ -70,12 +79,38 @@ class FunctionTarget:
     memory_size: int = 128
 
 
+@dataclass(frozen=True)
+class GiveUp:
+    """Records a stream mapping stops retrying: they go to the on-failure destination."""
+
+    partition: str
+    records: Sequence[Record]
+    condition: GiveUpCondition
+    invoke_count: int
+    """Invocations of exactly these records (approximateInvokeCount)."""
+    last_result: InvokeResult | None
+    """The last invocation's result, None when the records were never sent."""
+    payload: bytes
+    """The event these records make, as the function received (or would have received) it."""
+
+
+Settled = Callable[[Sequence[Record]], Awaitable[None]]
+"""Called with records the partition may move past: delivered, or given up and stored."""
+Discard = Callable[[GiveUp, anyio.Event], Awaitable[bool]]
+"""Stores a given-up batch; False when shutdown came first (the records stay unsettled)."""
+
+
 @dataclass
 class Deliverer:
-    """Invokes the function for a mapping's batches and retries until each is delivered.
+    """Invokes the function for a mapping's batches until every record is settled.
 
-    A function error retries the whole batch (the partition stays blocked, keeping order);
-    throttles and system errors back off exponentially and do not count as attempts.
+    A function error retries the batch (the partition stays blocked, keeping order) until it
+    succeeds, MaximumRetryAttempts is used up or its oldest record passes
+    MaximumRecordAgeInSeconds; with BisectBatchOnFunctionError a failing batch is split in
+    halves, first half first, and the split does not count as an attempt. Throttles and
+    system errors back off exponentially and never count as attempts, but records still age.
+    With ReportBatchItemFailures the records before the lowest reported failure are settled
+    and the rest retried.
     """
 
     backend: FunctionBackend
@@ -86,6 +121,11 @@ class Deliverer:
     clock: Callable[[], float] = time.time
     log: Any = None
     max_payload_bytes: int = MAX_INVOKE_PAYLOAD_BYTES
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    bisect: bool = False
+    report_item_failures: bool = False
+    discard: Discard | None = None
+    """Where given-up batches go; None drops them (counted in esm_dropped_events_total)."""
 
     async def deliver(
         self,
@@ -93,44 +133,168 @@ class Deliverer:
         *,
         stopping: anyio.Event,
         in_flight: InFlight,
+        on_settled: Settled | None = None,
         on_result: Callable[[InvokeResult], Awaitable[None]] | None = None,
     ) -> DeliveryOutcome:
-        payload = encode_event(batch.records)
-        labels = {"mapping": self.mapping_id, "shard": batch.partition}
+        """Deliver `batch`; parts of it are reported to `on_settled` in order as they settle."""
+        parts: deque[Sequence[Record]] = deque([batch.records])
+        while parts:
+            records = parts.popleft()
+            split = await self._deliver_part(
+                batch.partition, records, stopping, in_flight, on_settled, on_result
+            )
+            if split is None:
+                return DeliveryOutcome.ABANDONED
+            # A bisected part comes back as its halves, to be delivered first half first.
+            parts.extendleft(reversed(split))
+        return DeliveryOutcome.DELIVERED
+
+    async def _deliver_part(
+        self,
+        partition: str,
+        records: Sequence[Record],
+        stopping: anyio.Event,
+        in_flight: InFlight,
+        on_settled: Settled | None,
+        on_result: Callable[[InvokeResult], Awaitable[None]] | None,
+    ) -> list[Sequence[Record]] | None:
+        """Deliver one part: [] when it is settled, its halves when it was bisected, None
+        when shutdown came first."""
+        labels = {"mapping": self.mapping_id, "shard": partition}
+        function_errors = 0
         failures = 0
+        last_result: InvokeResult | None = None
+        payload = encode_event(records)
         while True:
+            if self.policy.too_old(records[0].arrival, self.clock()):
+                settled = await self._give_up(
+                    GiveUp(
+                        partition,
+                        records,
+                        GiveUpCondition.RECORD_AGE_EXCEEDED,
+                        function_errors,
+                        last_result,
+                        payload,
+                    ),
+                    stopping,
+                    on_settled,
+                )
+                return [] if settled else None
             result = await self._invoke_once(payload, labels)
-            self._count(result, len(batch.records))
             if on_result is not None:
                 await on_result(result)
+            failed_from: int | None = None
             if result.ok:
-                return DeliveryOutcome.DELIVERED
-            failures += 1
-            if result.kind is ResultKind.FUNCTION_ERROR:
+                failed_from = self._failed_from(result, records)
+                if failed_from is None:
+                    self._count(result, len(records), failed=False)
+                    if on_settled is not None:
+                        await on_settled(records)
+                    return []
+                # A partial failure: what comes before the lowest failed record is done.
+                self._count(result, len(records), failed=True)
+                if failed_from > 0:
+                    if on_settled is not None:
+                        await on_settled(records[:failed_from])
+                    records = records[failed_from:]
+                    payload = encode_event(records)
+                    function_errors = 0
+                function_errors += 1
                 in_flight.attempts += 1
-            elif result.kind is ResultKind.THROTTLE:
-                in_flight.throttles += 1
             else:
-                in_flight.system_errors += 1
-            in_flight.last_error = f"{result.kind.value}: {result.error or result.function_error}"
+                self._count(result, len(records), failed=result.kind is ResultKind.FUNCTION_ERROR)
+                if result.kind is ResultKind.FUNCTION_ERROR:
+                    function_errors += 1
+                    in_flight.attempts += 1
+                    if self.bisect and len(records) > 1:
+                        half = len(records) // 2
+                        self._note("bisecting the failed batch", partition, records, result)
+                        return [records[:half], records[half:]]
+                elif result.kind is ResultKind.THROTTLE:
+                    in_flight.throttles += 1
+                else:
+                    in_flight.system_errors += 1
+            last_result = result
+            counts = result.kind is ResultKind.FUNCTION_ERROR or failed_from is not None
+            if counts and self.policy.exhausted(function_errors):
+                settled = await self._give_up(
+                    GiveUp(
+                        partition,
+                        records,
+                        GiveUpCondition.RETRY_ATTEMPTS_EXHAUSTED,
+                        function_errors,
+                        last_result,
+                        payload,
+                    ),
+                    stopping,
+                    on_settled,
+                )
+                return [] if settled else None
+            failures += 1
+            in_flight.last_error = (
+                f"batch item failure from {records[0].sequence}"
+                if failed_from is not None
+                else f"{result.kind.value}: {result.error or result.function_error}"
+            )
             delay = self.retry_delay(failures, result)
             in_flight.next_attempt_at = self.clock() + delay
-            if self.log is not None:
-                self.log.warning(
-                    "invoke failed, will retry",
-                    shard=batch.partition,
-                    result=result.kind.value,
-                    error=result.error,
-                    function_error=result.function_error,
-                    retry_in_seconds=round(delay, 3),
-                    first_sequence=batch.first.sequence,
-                    records=len(batch.records),
-                )
+            self._note("invoke failed, will retry", partition, records, result, delay)
             with anyio.move_on_after(delay):
                 await stopping.wait()
             in_flight.next_attempt_at = None
             if stopping.is_set():
-                return DeliveryOutcome.ABANDONED
+                return None
+
+    def _failed_from(self, result: InvokeResult, records: Sequence[Record]) -> int | None:
+        if not self.report_item_failures:
+            return None
+        failures = stream_item_failures(result.response, records)
+        if failures.reason is not None and self.log is not None:
+            self.log.warning("answer reports the whole batch failed", reason=failures.reason)
+        return failures.first_failed
+
+    async def _give_up(
+        self, give_up: GiveUp, stopping: anyio.Event, on_settled: Settled | None
+    ) -> bool:
+        count = len(give_up.records)
+        if self.log is not None:
+            self.log.warning(
+                "giving up on records",
+                shard=give_up.partition,
+                condition=give_up.condition.value,
+                first_sequence=give_up.records[0].sequence,
+                last_sequence=give_up.records[-1].sequence,
+                records=count,
+                invoke_count=give_up.invoke_count,
+            )
+        if self.discard is None:
+            self.metrics.dropped_events.labels(self.mapping_id).inc(count)
+        elif not await self.discard(give_up, stopping):
+            return False
+        if on_settled is not None:
+            await on_settled(give_up.records)
+        return True
+
+    def _note(
+        self,
+        message: str,
+        partition: str,
+        records: Sequence[Record],
+        result: InvokeResult,
+        delay: float | None = None,
+    ) -> None:
+        if self.log is None:
+            return
+        self.log.warning(
+            message,
+            shard=partition,
+            result=result.kind.value,
+            error=result.error,
+            function_error=result.function_error,
+            retry_in_seconds=None if delay is None else round(delay, 3),
+            first_sequence=records[0].sequence,
+            records=len(records),
+        )
 
     def retry_delay(self, failures: int, result: InvokeResult) -> float:
         """Seconds before the next attempt after `failures` failures in a row, the last one
@@ -175,12 +339,14 @@ class Deliverer:
         self.metrics.invoke_duration.labels(self.mapping_id).observe(time.monotonic() - started)
         return result
 
-    def _count(self, result: InvokeResult, records: int) -> None:
+    def _count(self, result: InvokeResult, records: int, *, failed: bool) -> None:
         m, mapping = self.metrics, self.mapping_id
         m.invocations.labels(mapping, result.kind.value).inc()
         if result.kind in (ResultKind.SUCCESS, ResultKind.FUNCTION_ERROR):
             # Throttled and failed-to-start invocations never reached the function.
             m.invoked_events.labels(mapping).inc(records)
             m.batch_size.labels(mapping).observe(records)
-        if result.kind is ResultKind.FUNCTION_ERROR:
+        if failed:
+            # FailedInvokeEventCount counts every record of an invocation that failed or
+            # answered with batch item failures.
             m.failed_invoke_events.labels(mapping).inc(records)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +33,15 @@ from esm.model import (
     Checkpoint,
     InvokeResult,
     IteratorType,
+    Record,
     RecordsPage,
     ShardInfo,
     StartPosition,
 )
 from esm.pipeline.batcher import Batcher, BatchLimits
-from esm.pipeline.deliver import Deliverer, DeliveryOutcome, InFlight
+from esm.pipeline.deliver import Deliverer, DeliveryOutcome, InFlight, Settled
 from esm.pipeline.retry import Backoff
+from esm.pipeline.settle import SettleTracker
 from esm.protocols import CheckpointStore, StreamAPI
 
 # Kinesis allows 5 GetRecords calls per second per shard, shared by every consumer.
@@ -75,6 +78,10 @@ class StreamSettings:
     records_limit: int = 10_000
     discovery_interval: float = 10.0
     """Seconds between ListShards calls that find new shards (resharding)."""
+    parallelization: int = 1
+    """ParallelizationFactor: batches of one shard in flight at once, one per lane."""
+    record_filter: Callable[[Record], bool] | None = None
+    """FilterCriteria: True for records to deliver; None delivers everything."""
     read_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
     checkpoint_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
 
@@ -87,7 +94,8 @@ class ShardState:
     phase: ShardPhase = ShardPhase.WAITING
     checkpoint: str | None = None
     iterator_age: float | None = None
-    in_flight: InFlight | None = None
+    in_flight: dict[int, InFlight] = field(default_factory=dict)
+    """Batches being delivered, by lane (ParallelizationFactor lanes per shard)."""
     last_read_error: str | None = None
     batches_delivered: int = 0
     records_delivered: int = 0
@@ -101,13 +109,18 @@ class ShardState:
             "iterator_age_seconds": self.iterator_age,
             "batches_delivered": self.batches_delivered,
             "records_delivered": self.records_delivered,
-            "in_flight": self.in_flight.as_dict() if self.in_flight else None,
+            "in_flight": [f.as_dict() for _, f in sorted(self.in_flight.items())],
             "last_read_error": self.last_read_error,
         }
 
 
 def _seq(value: str) -> int:
     return int(value)
+
+
+def lane_of(key: str, lanes: int) -> int:
+    """The lane of a partition key: stable across runs and processes (unlike hash())."""
+    return zlib.crc32(key.encode()) % lanes
 
 
 class ShardedStreamRunner:
@@ -330,7 +343,7 @@ class ShardedStreamRunner:
                 last_read = records[-1].sequence
                 self.metrics.polled_events.labels(mapping).inc(len(records))
                 await send.send(page)
-            elif page.millis_behind is not None and state.in_flight is None:
+            elif page.millis_behind is not None and not state.in_flight:
                 state.iterator_age = page.millis_behind / 1000.0
                 self.metrics.iterator_age.labels(mapping, shard_id).set(state.iterator_age)
             if self._at_end(state.info, page, last_read):
@@ -376,7 +389,77 @@ class ShardedStreamRunner:
         recv: MemoryObjectReceiveStream[RecordsPage | _EndOfShard],
         log: Any,
     ) -> bool:
-        """Batch and deliver until the shard ends (True) or the runner stops (False)."""
+        """Filter, dispatch to lanes, deliver; True once the shard is read to its end and
+        every record of it is settled, False when the runner stopped first."""
+        lanes = self.settings.parallelization
+        tracker = SettleTracker(state.checkpoint)
+        save_lock = anyio.Lock()
+        mapping = self.settings.mapping_id
+        record_filter = self.settings.record_filter
+
+        async def settled(records: Sequence[Record]) -> None:
+            if tracker.settle(r.order for r in records):
+                # Lanes settle concurrently; saving under a lock, always the tracker's latest
+                # position, keeps a slower save from writing an older checkpoint last.
+                async with save_lock:
+                    if tracker.checkpoint != state.checkpoint and tracker.checkpoint is not None:
+                        await self._save(state, Checkpoint(tracker.checkpoint))
+
+        sends: list[MemoryObjectSendStream[list[Record] | _EndOfShard]] = []
+        results: list[bool] = [False] * lanes
+        async with anyio.create_task_group() as tg:
+            for lane in range(lanes):
+                lane_send, lane_recv = anyio.create_memory_object_stream[
+                    list[Record] | _EndOfShard
+                ](1)
+                sends.append(lane_send)
+                tg.start_soon(self._run_lane, state, lane, lane_recv, settled, results)
+            try:
+                async for item in recv:
+                    if isinstance(item, _EndOfShard):
+                        for lane_send in sends:
+                            await lane_send.send(END_OF_SHARD)
+                        break
+                    passed: list[Record] = []
+                    left_out: list[Record] = []
+                    for record in item.records:
+                        tracker.add(record.order, record.sequence)
+                        if record_filter is None or record_filter(record):
+                            passed.append(record)
+                        else:
+                            left_out.append(record)
+                    if left_out:
+                        # Filtered-out records are skipped: the checkpoint moves past them.
+                        self.metrics.filtered_out_events.labels(mapping).inc(len(left_out))
+                        await settled(left_out)
+                    if lanes == 1:
+                        if passed:
+                            await sends[0].send(passed)
+                        continue
+                    # Records of one key always go to the same lane, so they stay in order
+                    # and are never in flight together.
+                    by_lane: dict[int, list[Record]] = {}
+                    for record in passed:
+                        by_lane.setdefault(lane_of(record.key, lanes), []).append(record)
+                    for lane, records in by_lane.items():
+                        await sends[lane].send(records)
+            finally:
+                for lane_send in sends:
+                    lane_send.close()
+        if not all(results):
+            return False
+        return await self._finish_shard(state, tracker, log)
+
+    async def _run_lane(
+        self,
+        state: ShardState,
+        lane: int,
+        recv: MemoryObjectReceiveStream[list[Record] | _EndOfShard],
+        settled: Settled,
+        results: list[bool],
+    ) -> None:
+        """Batch and deliver one lane's records in order; results[lane] is True when the
+        lane saw the end of the shard with everything delivered."""
         limits = self.settings.limits
         batcher = Batcher(limits)
         ended = False
@@ -384,7 +467,7 @@ class ShardedStreamRunner:
         last_invoke_end = 0.0
         shard_id = state.info.shard_id
 
-        def take(item: RecordsPage | _EndOfShard) -> None:
+        def take(item: list[Record] | _EndOfShard) -> None:
             nonlocal ended, window_opened
             if isinstance(item, _EndOfShard):
                 ended = True
@@ -393,51 +476,56 @@ class ShardedStreamRunner:
                 # The window opens when records are waiting, but not before the previous
                 # invocation completed (Lambda starts the next window only then).
                 window_opened = max(time.monotonic(), last_invoke_end)
-            batcher.add(item.records)
+            batcher.add(item)
 
-        while True:
-            try:
-                if not len(batcher):
-                    if ended:
-                        return await self._finish_shard(state, log)
-                    take(await recv.receive())
-                    continue
-                # Whatever is already waiting joins the batch without delay.
-                while not ended and not batcher.full():
-                    try:
-                        take(recv.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                if limits.window_seconds > 0:
-                    deadline = window_opened + limits.window_seconds
+        async with recv:
+            while True:
+                try:
+                    if not len(batcher):
+                        if ended:
+                            results[lane] = True
+                            return
+                        take(await recv.receive())
+                        continue
+                    # Whatever is already waiting joins the batch without delay.
                     while not ended and not batcher.full():
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
+                        try:
+                            take(recv.receive_nowait())
+                        except anyio.WouldBlock:
                             break
-                        with anyio.move_on_after(remaining):
-                            take(await recv.receive())
-            except anyio.EndOfStream:
-                # The reader was stopped: undelivered records are read again after restart.
-                return False
-            if self.stopping.is_set():
-                return False
-            batch = Batch(shard_id, batcher.take())
-            outcome = await self._deliver(state, batch)
-            last_invoke_end = time.monotonic()
-            if outcome is DeliveryOutcome.ABANDONED:
-                return False
+                    if limits.window_seconds > 0:
+                        deadline = window_opened + limits.window_seconds
+                        while not ended and not batcher.full():
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                break
+                            with anyio.move_on_after(remaining):
+                                take(await recv.receive())
+                except anyio.EndOfStream:
+                    # The reader was stopped: undelivered records are read again after restart.
+                    return
+                if self.stopping.is_set():
+                    return
+                batch = Batch(shard_id, batcher.take())
+                outcome = await self._deliver(state, lane, batch, settled)
+                last_invoke_end = time.monotonic()
+                if outcome is DeliveryOutcome.ABANDONED:
+                    return
 
-    async def _deliver(self, state: ShardState, batch: Batch) -> DeliveryOutcome:
+    async def _deliver(
+        self, state: ShardState, lane: int, batch: Batch, settled: Settled
+    ) -> DeliveryOutcome:
         mapping = self.settings.mapping_id
         now = self.clock()
         state.iterator_age = max(0.0, now - batch.last.arrival)
         self.metrics.iterator_age.labels(mapping, batch.partition).set(state.iterator_age)
-        state.in_flight = InFlight(
+        in_flight = InFlight(
             first_sequence=batch.first.sequence,
             last_sequence=batch.last.sequence,
             size=len(batch.records),
             started_at=now,
         )
+        state.in_flight[lane] = in_flight
 
         async def note_attempt(_: InvokeResult) -> None:
             # While a batch is retried its records keep ageing: the gauge must show a
@@ -445,20 +533,28 @@ class ShardedStreamRunner:
             state.iterator_age = max(0.0, self.clock() - batch.last.arrival)
             self.metrics.iterator_age.labels(mapping, batch.partition).set(state.iterator_age)
 
+        async def count_settled(records: Sequence[Record]) -> None:
+            state.records_delivered += len(records)
+            await settled(records)
+
         try:
             outcome = await self.deliverer.deliver(
-                batch, stopping=self.stopping, in_flight=state.in_flight, on_result=note_attempt
+                batch,
+                stopping=self.stopping,
+                in_flight=in_flight,
+                on_settled=count_settled,
+                on_result=note_attempt,
             )
         finally:
-            state.in_flight = None
+            del state.in_flight[lane]
         if outcome is DeliveryOutcome.DELIVERED:
             state.batches_delivered += 1
-            state.records_delivered += len(batch.records)
-            await self._save(state, Checkpoint(batch.last.sequence))
         return outcome
 
-    async def _finish_shard(self, state: ShardState, log: Any) -> bool:
-        sequence = state.checkpoint or state.info.ending_sequence
+    async def _finish_shard(self, state: ShardState, tracker: SettleTracker, log: Any) -> bool:
+        # INVARIANT: every lane ended with its batcher empty, so everything read is settled.
+        assert not len(tracker), "a finished shard has no unsettled records"
+        sequence = tracker.checkpoint or state.info.ending_sequence
         return await self._save(state, Checkpoint(sequence, finished=True), must=True)
 
     async def _save(self, state: ShardState, checkpoint: Checkpoint, *, must: bool = False) -> bool:

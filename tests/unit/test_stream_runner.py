@@ -249,7 +249,7 @@ async def test_status_shows_shards_and_checkpoints() -> None:
     for shard in status["shards"].values():
         assert shard["checkpoint"] is not None
         assert shard["records_delivered"] == 5
-        assert shard["in_flight"] is None
+        assert shard["in_flight"] == []
 
 
 async def test_stop_lets_the_in_flight_batch_finish_and_saves_its_checkpoint() -> None:

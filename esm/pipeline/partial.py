@@ -1,0 +1,64 @@
+"""ReportBatchItemFailures for streams: which records of a batch the function says failed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from esm.model import Record
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailures:
+    """What a function's answer says about a stream batch.
+
+    `first_failed` is None when every record succeeded, else the index of the LOWEST failed
+    record: everything before it is done, everything from it on is retried (Lambda resumes a
+    shard from the lowest failed sequence number). A complete failure has `first_failed` 0.
+    """
+
+    first_failed: int | None
+    reason: str | None = None
+    """Why the answer counts as a complete failure, for logs (None otherwise)."""
+
+    @property
+    def all_succeeded(self) -> bool:
+        return self.first_failed is None
+
+
+ALL_SUCCEEDED = ItemFailures(None)
+
+
+def _complete_failure(reason: str) -> ItemFailures:
+    return ItemFailures(0, reason)
+
+
+def stream_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures:
+    """Read `{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}, ...]}`.
+
+    Complete success: a null or empty answer, or a null or empty list. Complete failure: an
+    identifier that is empty, null, missing, or not a sequence number of the batch, or an
+    answer that is not an object at all.
+    """
+    if answer is None or answer == {}:
+        return ALL_SUCCEEDED
+    if not isinstance(answer, dict):
+        return _complete_failure(f"the answer is a {type(answer).__name__}, not an object")
+    failures = answer.get("batchItemFailures")
+    if failures is None or failures == []:
+        return ALL_SUCCEEDED
+    if not isinstance(failures, list):
+        return _complete_failure("batchItemFailures is not a list")
+    index_of = {r.sequence: i for i, r in enumerate(records)}
+    lowest: int | None = None
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(identifier, str) or not identifier:
+            return _complete_failure(f"invalid batch item failure {item!r}")
+        index = index_of.get(identifier)
+        if index is None:
+            return _complete_failure(f"itemIdentifier {identifier!r} is not in the batch")
+        if lowest is None or index < lowest:
+            lowest = index
+    return ItemFailures(lowest)
