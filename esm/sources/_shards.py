@@ -75,6 +75,8 @@ class StreamSettings:
     limits: BatchLimits
     poll_interval: float = 1.0
     """Seconds between GetRecords calls on an idle shard."""
+    busy_poll_interval: float = MIN_POLL_INTERVAL_SECONDS
+    """Seconds between GetRecords calls while records keep coming (5 calls/s on Kinesis)."""
     records_limit: int = 10_000
     discovery_interval: float = 10.0
     """Seconds between ListShards calls that find new shards (resharding)."""
@@ -353,7 +355,7 @@ class ShardedStreamRunner:
             more_waiting = bool(records) and (
                 len(records) >= settings.records_limit or bool(page.millis_behind)
             )
-            interval = MIN_POLL_INTERVAL_SECONDS if more_waiting else settings.poll_interval
+            interval = settings.busy_poll_interval if more_waiting else settings.poll_interval
             await anyio.sleep(max(0.0, called_at + interval - time.monotonic()))
 
     @staticmethod

@@ -1,0 +1,69 @@
+"""ReportBatchItemFailures answers for streams, and the settle tracker behind checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from esm.events import create_record
+from esm.pipeline.partial import stream_item_failures
+from esm.pipeline.settle import SettleTracker
+
+RECORDS = [
+    create_record(sequence=str(100 + n), order=100 + n, key="k", arrival=0.0, entry={"n": n})
+    for n in range(5)
+]
+
+
+def _failures(*ids: Any) -> dict[str, Any]:
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
+
+
+@pytest.mark.parametrize(
+    ("answer", "first_failed"),
+    [
+        pytest.param(None, None, id="null answer: success"),
+        pytest.param({}, None, id="empty answer: success"),
+        pytest.param({"batchItemFailures": []}, None, id="empty list: success"),
+        pytest.param({"batchItemFailures": None}, None, id="null list: success"),
+        pytest.param({"other": 1}, None, id="no list: success"),
+        pytest.param(_failures("102"), 2, id="one failure: resume there"),
+        pytest.param(_failures("104", "101", "103"), 1, id="several: the lowest"),
+        pytest.param(_failures("100"), 0, id="first record failed"),
+        pytest.param(_failures(""), 0, id="empty identifier: complete failure"),
+        pytest.param(_failures(None), 0, id="null identifier: complete failure"),
+        pytest.param({"batchItemFailures": [{"itemId": "101"}]}, 0, id="wrong key: complete"),
+        pytest.param(_failures("999"), 0, id="unknown identifier: complete failure"),
+        pytest.param(_failures(101), 0, id="number identifier: complete failure"),
+        pytest.param({"batchItemFailures": "101"}, 0, id="list is a string: complete"),
+        pytest.param({"batchItemFailures": ["101"]}, 0, id="item not an object: complete"),
+        pytest.param("ok", 0, id="answer not an object: complete"),
+        pytest.param([], 0, id="answer a list: complete"),
+    ],
+)
+def test_stream_item_failures(answer: Any, first_failed: int | None) -> None:
+    result = stream_item_failures(answer, RECORDS)
+    assert result.first_failed == first_failed
+    assert result.all_succeeded is (first_failed is None)
+    if first_failed == 0 and answer != _failures("100"):
+        assert result.reason
+
+
+@given(st.permutations(list(range(30))), st.integers(min_value=1, max_value=30))
+def test_checkpoint_is_the_end_of_the_longest_settled_prefix(order: list[int], upto: int) -> None:
+    tracker = SettleTracker("start")
+    for n in range(30):
+        tracker.add(n, f"s{n}")
+    settled: set[int] = set()
+    for n in order[:upto]:
+        tracker.settle([n])
+        settled.add(n)
+        prefix = 0
+        while prefix in settled:
+            prefix += 1
+        # INVARIANT: never past an unsettled record, never behind a settled prefix.
+        assert tracker.checkpoint == (f"s{prefix - 1}" if prefix else "start")
+        assert len(tracker) == 30 - prefix
