@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import orjson
 
-from esm.model import Record
+from esm.model import InvokeResult, Record, ResultKind
 
 
 def kinesis_entry(
@@ -55,10 +57,110 @@ def create_record(
     )
 
 
-def encode_event(records: Sequence[Record]) -> bytes:
-    """The JSON event for a batch: `{"Records": [...]}` in record order.
+def encode_event(records: Sequence[Record], fields: Mapping[str, Any] | None = None) -> bytes:
+    """The JSON event for a batch: `{"Records": [...]}` in record order, then `fields`
+    (the top-level fields of a tumbling-window event).
 
     Encoding the entries again is cheaper than keeping each record's bytes and joining them:
     orjson writes a 1,000-record event into one buffer faster than bytes.join copies it.
     """
-    return orjson.dumps({"Records": [r.entry for r in records]})
+    event: dict[str, Any] = {"Records": [r.entry for r in records]}
+    if fields:
+        event.update(fields)
+    return orjson.dumps(event)
+
+
+# --------------------------------------------------------------------------- failure records
+
+FailureSource = Literal["kinesis", "dynamodb"]
+FailureCondition = Literal["RetryAttemptsExhausted", "RecordAgeExceeded"]
+
+# The batch-info key of a failure record, by source.
+_BATCH_INFO_KEY: dict[str, str] = {
+    "kinesis": "KinesisBatchInfo",
+    "dynamodb": "DDBStreamBatchInfo",
+}
+
+
+def iso_utc(epoch: float, *, millis: bool = True) -> str:
+    """`epoch` as ISO-8601 UTC: `2019-11-14T00:38:04.835Z`, or `2019-11-14T00:13:19Z`."""
+    if millis:
+        # Round in integer milliseconds: 0.835 as a float is 0.83499..., and the
+        # microseconds of a datetime built from it would print .834.
+        total_ms = round(epoch * 1000)
+        moment = datetime.fromtimestamp(total_ms // 1000, tz=UTC)
+        return f"{moment:%Y-%m-%dT%H:%M:%S}.{total_ms % 1000:03d}Z"
+    moment = datetime.fromtimestamp(int(epoch // 1), tz=UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def stream_failure_record(
+    *,
+    source: FailureSource,
+    records: Sequence[Record],
+    shard_id: str,
+    stream_arn: str,
+    function_arn: str,
+    condition: FailureCondition,
+    invoke_count: int,
+    last_result: InvokeResult | None,
+    request_id: str,
+    now: float,
+) -> dict[str, Any]:
+    """The on-failure record Lambda sends for a given-up Kinesis or DynamoDB Streams batch.
+
+    `responseContext` describes the last answer of the function; it is left out when the
+    function never answered (records too old before any invocation, or only throttles and
+    system errors), since there is no status, version or error to report.
+    """
+    if not records:
+        raise ValueError("a failure record describes at least one record")
+    record: dict[str, Any] = {
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+    }
+    if last_result is not None and last_result.kind in (
+        ResultKind.SUCCESS,
+        ResultKind.FUNCTION_ERROR,
+    ):
+        function_error = None
+        if last_result.kind is ResultKind.FUNCTION_ERROR:
+            function_error = last_result.function_error or "Unhandled"
+        # A success here is a partial failure: the function answered, and named failed items.
+        record["responseContext"] = {
+            "statusCode": last_result.status_code,
+            "executedVersion": last_result.executed_version,
+            "functionError": function_error,
+        }
+    # Kinesis reports arrival times to the millisecond; DynamoDB Streams only knows seconds.
+    millis = source == "kinesis"
+    record["version"] = "1.0"
+    record["timestamp"] = iso_utc(now)
+    record[_BATCH_INFO_KEY[source]] = {
+        "shardId": shard_id,
+        "startSequenceNumber": records[0].sequence,
+        "endSequenceNumber": records[-1].sequence,
+        "approximateArrivalOfFirstRecord": iso_utc(records[0].arrival, millis=millis),
+        "approximateArrivalOfLastRecord": iso_utc(records[-1].arrival, millis=millis),
+        "batchSize": len(records),
+        "streamArn": stream_arn,
+    }
+    return record
+
+
+def s3_failure_object(record: Mapping[str, Any], payload: bytes) -> bytes:
+    """The S3 on-failure object: `record` plus `payload`, the invocation event as a JSON string."""
+    return orjson.dumps({**record, "payload": payload.decode("utf-8")})
+
+
+def s3_failure_key(mapping_uuid: str, shard_id: str, now: float) -> str:
+    """`aws/lambda/<ESM-UUID>/<shardID>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<random UUID>`."""
+    moment = datetime.fromtimestamp(int(now // 1), tz=UTC)
+    return (
+        f"aws/lambda/{mapping_uuid}/{shard_id}/{moment:%Y/%m/%d}/"
+        f"{moment:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
+    )

@@ -52,8 +52,14 @@ class Batcher:
             return True
         return EVENT_ENVELOPE_BYTES + self._pending_bytes >= self.limits.max_payload_bytes
 
-    def take(self) -> list[Record]:
-        """Remove and return the next batch (empty when nothing is pending)."""
+    def first(self) -> Record:
+        """The oldest pending record (the batcher must not be empty)."""
+        return self._pending[0]
+
+    def take(self, until_arrival: float | None = None) -> list[Record]:
+        """Remove and return the next batch (empty when nothing is pending); with
+        `until_arrival`, the batch stops before the first record that arrived at or after it
+        (a tumbling window's end)."""
         batch: list[Record] = []
         size = EVENT_ENVELOPE_BYTES
         pending = self._pending
@@ -62,6 +68,8 @@ class Batcher:
         while pending and len(batch) < count:
             record = pending[0]
             if batch and size + record.size > limit:
+                break
+            if batch and until_arrival is not None and record.arrival >= until_arrival:
                 break
             pending.popleft()
             batch.append(record)

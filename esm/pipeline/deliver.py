@@ -6,7 +6,7 @@ import enum
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,18 @@ class FunctionTarget:
 
 
 @dataclass(frozen=True)
+class _Part:
+    """What every part of one batch's delivery shares."""
+
+    stopping: anyio.Event
+    in_flight: InFlight
+    on_settled: Settled | None
+    on_result: Callable[[InvokeResult], Awaitable[None]] | None
+    event_fields: EventFields | None
+    check_answer: AnswerCheck | None
+
+
+@dataclass(frozen=True)
 class GiveUp:
     """Records a stream mapping stops retrying: they go to the on-failure destination."""
 
@@ -98,6 +110,10 @@ Settled = Callable[[Sequence[Record]], Awaitable[None]]
 """Called with records the partition may move past: delivered, or given up and stored."""
 Discard = Callable[[GiveUp, anyio.Event], Awaitable[bool]]
 """Stores a given-up batch; False when shutdown came first (the records stay unsettled)."""
+EventFields = Callable[[], Mapping[str, Any]]
+"""Top-level event fields besides Records, read at each invocation (tumbling windows)."""
+AnswerCheck = Callable[[Any], "str | None"]
+"""Why a successful answer still counts as a failed invocation, or None."""
 
 
 @dataclass
@@ -135,37 +151,101 @@ class Deliverer:
         in_flight: InFlight,
         on_settled: Settled | None = None,
         on_result: Callable[[InvokeResult], Awaitable[None]] | None = None,
+        event_fields: EventFields | None = None,
+        check_answer: AnswerCheck | None = None,
     ) -> DeliveryOutcome:
-        """Deliver `batch`; parts of it are reported to `on_settled` in order as they settle."""
+        """Deliver `batch`; parts of it are reported to `on_settled` in order as they settle.
+
+        `on_result` sees every invocation's result, after `check_answer` has turned an
+        unacceptable answer into a function error.
+        """
         parts: deque[Sequence[Record]] = deque([batch.records])
+        part = _Part(stopping, in_flight, on_settled, on_result, event_fields, check_answer)
         while parts:
             records = parts.popleft()
-            split = await self._deliver_part(
-                batch.partition, records, stopping, in_flight, on_settled, on_result
-            )
+            split = await self._deliver_part(batch.partition, records, part)
             if split is None:
                 return DeliveryOutcome.ABANDONED
             # A bisected part comes back as its halves, to be delivered first half first.
             parts.extendleft(reversed(split))
         return DeliveryOutcome.DELIVERED
 
-    async def _deliver_part(
+    async def deliver_final(
         self,
         partition: str,
-        records: Sequence[Record],
+        *,
         stopping: anyio.Event,
         in_flight: InFlight,
-        on_settled: Settled | None,
-        on_result: Callable[[InvokeResult], Awaitable[None]] | None,
+        event_fields: EventFields,
+        check_answer: AnswerCheck | None = None,
+        on_result: Callable[[InvokeResult], Awaitable[None]] | None = None,
+    ) -> DeliveryOutcome:
+        """The final invocation of a tumbling window: no records, retried until it succeeds
+        (the shard waits meanwhile) or MaximumRetryAttempts is used up."""
+        labels = {"mapping": self.mapping_id, "shard": partition}
+        function_errors = failures = 0
+        while True:
+            payload = encode_event((), event_fields())
+            result = self._checked(await self._invoke_once(payload, labels), check_answer)
+            self._count(result, 0, failed=result.kind is ResultKind.FUNCTION_ERROR)
+            if on_result is not None:
+                await on_result(result)
+            if result.ok:
+                return DeliveryOutcome.DELIVERED
+            if result.kind is ResultKind.FUNCTION_ERROR:
+                function_errors += 1
+                in_flight.attempts += 1
+                if self.policy.exhausted(function_errors):
+                    if self.log is not None:
+                        self.log.error(
+                            "final window invocation failed, giving up on it",
+                            shard=partition,
+                            error=result.error,
+                            invoke_count=function_errors,
+                        )
+                    return DeliveryOutcome.DELIVERED
+            failures += 1
+            in_flight.last_error = f"{result.kind.value}: {result.error or result.function_error}"
+            delay = self.retry_delay(failures, result)
+            with anyio.move_on_after(delay):
+                await stopping.wait()
+            if stopping.is_set():
+                return DeliveryOutcome.ABANDONED
+
+    @staticmethod
+    def _checked(result: InvokeResult, check_answer: AnswerCheck | None) -> InvokeResult:
+        if check_answer is None or not result.ok:
+            return result
+        problem = check_answer(result.response)
+        if problem is None:
+            return result
+        return InvokeResult(
+            kind=ResultKind.FUNCTION_ERROR,
+            response=result.response,
+            error=problem,
+            status_code=result.status_code,
+            function_error="Unhandled",
+            executed_version=result.executed_version,
+            duration=result.duration,
+        )
+
+    async def _deliver_part(
+        self, partition: str, records: Sequence[Record], part: _Part
     ) -> list[Sequence[Record]] | None:
         """Deliver one part: [] when it is settled, its halves when it was bisected, None
         when shutdown came first."""
+        stopping, in_flight, on_settled, on_result = (
+            part.stopping,
+            part.in_flight,
+            part.on_settled,
+            part.on_result,
+        )
         labels = {"mapping": self.mapping_id, "shard": partition}
         function_errors = 0
         failures = 0
         last_result: InvokeResult | None = None
-        payload = encode_event(records)
         while True:
+            payload = encode_event(records, part.event_fields() if part.event_fields else None)
             if self.policy.too_old(records[0].arrival, self.clock()):
                 settled = await self._give_up(
                     GiveUp(
@@ -180,7 +260,7 @@ class Deliverer:
                     on_settled,
                 )
                 return [] if settled else None
-            result = await self._invoke_once(payload, labels)
+            result = self._checked(await self._invoke_once(payload, labels), part.check_answer)
             if on_result is not None:
                 await on_result(result)
             failed_from: int | None = None
@@ -197,7 +277,6 @@ class Deliverer:
                     if on_settled is not None:
                         await on_settled(records[:failed_from])
                     records = records[failed_from:]
-                    payload = encode_event(records)
                     function_errors = 0
                 function_errors += 1
                 in_flight.attempts += 1

@@ -42,6 +42,7 @@ from esm.pipeline.batcher import Batcher, BatchLimits
 from esm.pipeline.deliver import Deliverer, DeliveryOutcome, InFlight, Settled
 from esm.pipeline.retry import Backoff
 from esm.pipeline.settle import SettleTracker
+from esm.pipeline.window import CLOSE_DELAY_SECONDS, WindowState, answer_problem, window_start
 from esm.protocols import CheckpointStore, StreamAPI
 
 # Kinesis allows 5 GetRecords calls per second per shard, shared by every consumer.
@@ -82,6 +83,9 @@ class StreamSettings:
     """Seconds between ListShards calls that find new shards (resharding)."""
     parallelization: int = 1
     """ParallelizationFactor: batches of one shard in flight at once, one per lane."""
+    tumbling_window_seconds: int = 0
+    """TumblingWindowInSeconds: 0 for none. A windowed shard runs one lane (state is per
+    shard)."""
     record_filter: Callable[[Record], bool] | None = None
     """FilterCriteria: True for records to deliver; None delivers everything."""
     read_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
@@ -393,7 +397,8 @@ class ShardedStreamRunner:
     ) -> bool:
         """Filter, dispatch to lanes, deliver; True once the shard is read to its end and
         every record of it is settled, False when the runner stopped first."""
-        lanes = self.settings.parallelization
+        # A tumbling window's state belongs to the shard, so a windowed shard has one lane.
+        lanes = 1 if self.settings.tumbling_window_seconds else self.settings.parallelization
         tracker = SettleTracker(state.checkpoint)
         save_lock = anyio.Lock()
         mapping = self.settings.mapping_id
@@ -480,13 +485,30 @@ class ShardedStreamRunner:
                 window_opened = max(time.monotonic(), last_invoke_end)
             batcher.add(item)
 
+        window = (
+            WindowState(self.settings.tumbling_window_seconds, shard_id, self.api.stream_arn)
+            if self.settings.tumbling_window_seconds
+            else None
+        )
         async with recv:
             while True:
                 try:
                     if not len(batcher):
                         if ended:
+                            # A window never spans a shard's end (nor a resharding).
+                            if window and not await self._close_window(state, lane, window):
+                                return
                             results[lane] = True
                             return
+                        if window is not None and window.start is not None:
+                            remaining = window.end + CLOSE_DELAY_SECONDS - self.clock()
+                            with anyio.move_on_after(max(0.0, remaining)):
+                                take(await recv.receive())
+                            # Nothing more came before the window's end: it is over.
+                            quiet = not len(batcher) and not ended
+                            if quiet and not await self._close_window(state, lane, window):
+                                return
+                            continue
                         take(await recv.receive())
                         continue
                     # Whatever is already waiting joins the batch without delay.
@@ -508,14 +530,65 @@ class ShardedStreamRunner:
                     return
                 if self.stopping.is_set():
                     return
-                batch = Batch(shard_id, batcher.take())
-                outcome = await self._deliver(state, lane, batch, settled)
+                if window is None:
+                    batch = Batch(shard_id, batcher.take())
+                    outcome = await self._deliver(state, lane, batch, settled)
+                else:
+                    start = window_start(batcher.first().arrival, window.length)
+                    # A record of a later window: the current one is over.
+                    later = window.start is not None and start > window.start
+                    if later and not await self._close_window(state, lane, window):
+                        return
+                    if window.start is None:
+                        window.open(start)
+                    batch = Batch(shard_id, batcher.take(until_arrival=window.end))
+                    outcome = await self._deliver(state, lane, batch, settled, window)
+                    if outcome is DeliveryOutcome.DELIVERED and window.terminated_early:
+                        # The state outgrew its limit: end the window early, then go on in
+                        # the same window with a fresh state.
+                        current = window.start
+                        if not await self._close_window(state, lane, window):
+                            return
+                        window.open(current if current is not None else start)
                 last_invoke_end = time.monotonic()
                 if outcome is DeliveryOutcome.ABANDONED:
                     return
 
+    async def _close_window(self, state: ShardState, lane: int, window: WindowState) -> bool:
+        """The open window's final invocation (none when no window is open); False when
+        shutdown came first."""
+        if window.start is None:
+            return True
+        in_flight = InFlight("", "", 0, self.clock())
+        state.in_flight[lane] = in_flight
+
+        async def keep_state(result: InvokeResult) -> None:
+            if result.ok:
+                window.accept(result.response)
+
+        try:
+            outcome = await self.deliverer.deliver_final(
+                state.info.shard_id,
+                stopping=self.stopping,
+                in_flight=in_flight,
+                event_fields=lambda: window.event_fields(final=True),
+                check_answer=answer_problem,
+                on_result=keep_state,
+            )
+        finally:
+            del state.in_flight[lane]
+        if outcome is DeliveryOutcome.ABANDONED:
+            return False
+        window.close()
+        return True
+
     async def _deliver(
-        self, state: ShardState, lane: int, batch: Batch, settled: Settled
+        self,
+        state: ShardState,
+        lane: int,
+        batch: Batch,
+        settled: Settled,
+        window: WindowState | None = None,
     ) -> DeliveryOutcome:
         mapping = self.settings.mapping_id
         now = self.clock()
@@ -529,11 +602,14 @@ class ShardedStreamRunner:
         )
         state.in_flight[lane] = in_flight
 
-        async def note_attempt(_: InvokeResult) -> None:
+        async def note_attempt(result: InvokeResult) -> None:
             # While a batch is retried its records keep ageing: the gauge must show a
             # blocked shard falling behind, as IteratorAge does on AWS.
             state.iterator_age = max(0.0, self.clock() - batch.last.arrival)
             self.metrics.iterator_age.labels(mapping, batch.partition).set(state.iterator_age)
+            if window is not None and result.ok:
+                # The next invocation in this window carries the state just returned.
+                window.accept(result.response)
 
         async def count_settled(records: Sequence[Record]) -> None:
             state.records_delivered += len(records)
@@ -546,6 +622,8 @@ class ShardedStreamRunner:
                 in_flight=in_flight,
                 on_settled=count_settled,
                 on_result=note_attempt,
+                event_fields=(lambda: window.event_fields(final=False)) if window else None,
+                check_answer=answer_problem if window else None,
             )
         finally:
             del state.in_flight[lane]
