@@ -1033,39 +1033,9 @@ NOT_SUPPORTED_YET: tuple[NotSupportedYet, ...] = (
         "use the stream's ARN",
     ),
     NotSupportedYet(
-        "ParallelizationFactor",
-        lambda m: m.ParallelizationFactor != 1,
-        "{value} is not supported yet: only 1 (one batch per shard at a time)",
-    ),
-    NotSupportedYet(
-        "BisectBatchOnFunctionError",
-        lambda m: m.BisectBatchOnFunctionError,
-        "{value} is not supported yet: only false",
-    ),
-    NotSupportedYet(
-        "MaximumRetryAttempts",
-        lambda m: m.MaximumRetryAttempts != -1,
-        "{value} is not supported yet: only -1 (retry until the batch succeeds)",
-    ),
-    NotSupportedYet(
-        "MaximumRecordAgeInSeconds",
-        lambda m: m.MaximumRecordAgeInSeconds != -1,
-        "{value} is not supported yet: only -1 (no age limit)",
-    ),
-    NotSupportedYet(
         "DestinationConfig",
         lambda m: m.on_failure_destination is not None,
         "on-failure destinations are not supported yet",
-    ),
-    NotSupportedYet(
-        "FunctionResponseTypes",
-        lambda m: bool(m.FunctionResponseTypes),
-        "{value} is not supported yet: only [] (partial batch responses come later)",
-    ),
-    NotSupportedYet(
-        "TumblingWindowInSeconds",
-        lambda m: m.TumblingWindowInSeconds != 0,
-        "{value} is not supported yet: only 0 (tumbling windows come later)",
     ),
     NotSupportedYet(
         "FilterCriteria",

@@ -20,7 +20,7 @@ from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
 from esm.pipeline.batcher import BatchLimits
 from esm.pipeline.deliver import Deliverer, FunctionTarget
-from esm.pipeline.retry import Backoff
+from esm.pipeline.retry import Backoff, RetryPolicy
 from esm.protocols import CheckpointStore, FunctionBackend
 from esm.sources._shards import ShardedStreamRunner, StreamSettings
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
@@ -250,6 +250,8 @@ class Daemon:
             poll_interval=config.polling.interval_seconds,
             records_limit=config.polling.records_limit,
             discovery_interval=config.polling.shard_discovery_interval_seconds,
+            parallelization=mapping.ParallelizationFactor,
+            tumbling_window_seconds=mapping.TumblingWindowInSeconds,
         )
         deliverer = Deliverer(
             backend,
@@ -266,5 +268,11 @@ class Daemon:
                 maximum=config.delivery.backoff_max_seconds,
             ),
             log=structlog.get_logger("esm.delivery").bind(mapping=mapping.mapping_id),
+            policy=RetryPolicy(
+                maximum_retry_attempts=mapping.MaximumRetryAttempts,
+                maximum_record_age_seconds=mapping.MaximumRecordAgeInSeconds,
+            ),
+            bisect=mapping.BisectBatchOnFunctionError,
+            report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
         )
         return ShardedStreamRunner(api, settings, deliverer, store, self.metrics)

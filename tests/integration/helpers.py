@@ -10,6 +10,7 @@ import anyio
 
 from esm.config import EsmConfig, parse_config
 from esm.daemon import Daemon
+from esm.metrics import Metrics
 from esm.protocols import CheckpointStore
 from esm.testing import RecordingBackend, kinesis_data
 
@@ -96,10 +97,11 @@ async def run_daemon_until(
     done: Callable[[], bool],
     *,
     store: CheckpointStore | None = None,
+    metrics: Metrics | None = None,
     limit_seconds: float = 60,
 ) -> Daemon:
     """Run a daemon with `backend` as its function until `done()`, then stop it gracefully."""
-    daemon = Daemon(config, backends={"fn": backend}, store=store)
+    daemon = Daemon(config, backends={"fn": backend}, store=store, metrics=metrics)
     with anyio.fail_after(limit_seconds):
         async with anyio.create_task_group() as tg:
             await tg.start(
@@ -139,3 +141,21 @@ async def read_back(kinesis: Any, name: str) -> dict[str, list[bytes]]:
         if records:
             out[shard_id] = records
     return out
+
+
+def age_records(stream_name: str, seconds: float) -> None:
+    """Make every record of the stream look `seconds` older, through moto's in-process
+    backend: records written by a test are always new, and MaximumRecordAgeInSeconds is
+    at least 60."""
+    from datetime import timedelta
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.kinesis.models import kinesis_backends
+
+    stream = kinesis_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].describe_stream(
+        stream_arn=None, stream_name=stream_name
+    )
+    for shard in stream.shards.values():
+        for record in shard.records.values():
+            record.created_at_datetime -= timedelta(seconds=seconds)
+            record.created_at -= seconds

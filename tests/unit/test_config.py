@@ -600,32 +600,10 @@ NOT_SUPPORTED: list[tuple[str, dict[str, Any], str]] = [
         {"EventSourceArn": KINESIS_ARN + "/consumer/app:1700000000"},
         "EventSourceArn: a stream consumer ARN means enhanced fan-out, which is not supported yet",
     ),
-    ("kinesis", {"ParallelizationFactor": 2}, "ParallelizationFactor: 2 is not supported yet"),
-    (
-        "kinesis",
-        {"BisectBatchOnFunctionError": True},
-        "BisectBatchOnFunctionError: true is not supported yet",
-    ),
-    ("kinesis", {"MaximumRetryAttempts": 0}, "MaximumRetryAttempts: 0 is not supported yet"),
-    (
-        "kinesis",
-        {"MaximumRecordAgeInSeconds": 3600},
-        "MaximumRecordAgeInSeconds: 3600 is not supported yet",
-    ),
     (
         "kinesis",
         {"DestinationConfig": {"OnFailure": {"Destination": SQS_DESTINATION}}},
         "DestinationConfig: on-failure destinations are not supported yet",
-    ),
-    (
-        "kinesis",
-        {"FunctionResponseTypes": ["ReportBatchItemFailures"]},
-        "FunctionResponseTypes: ['ReportBatchItemFailures'] is not supported yet",
-    ),
-    (
-        "kinesis",
-        {"TumblingWindowInSeconds": 30},
-        "TumblingWindowInSeconds: 30 is not supported yet",
     ),
     (
         "kinesis",
@@ -648,28 +626,34 @@ def test_not_supported_yet(base: str, overrides: dict[str, Any], fragment: str) 
 def test_not_supported_table_names_every_unbuilt_parameter() -> None:
     assert {rule.parameter for rule in NOT_SUPPORTED_YET} == {
         "EventSourceArn",
-        "ParallelizationFactor",
-        "BisectBatchOnFunctionError",
-        "MaximumRetryAttempts",
-        "MaximumRecordAgeInSeconds",
         "DestinationConfig",
-        "FunctionResponseTypes",
-        "TumblingWindowInSeconds",
         "FilterCriteria",
         "ScalingConfig",
     }
 
 
 def test_every_not_supported_use_is_reported_together() -> None:
-    overrides = {
-        "ParallelizationFactor": 2,
-        "BisectBatchOnFunctionError": True,
-        "MaximumRetryAttempts": 5,
-        "TumblingWindowInSeconds": 30,
-    }
-    problems = mapping_problems("kinesis", overrides)
-    assert len(problems) == 4
+    problems = mapping_problems("sqs", {"ScalingConfig": {"MaximumConcurrency": 5}})
+    assert len(problems) == 2
     assert all("not supported yet" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"ParallelizationFactor": 10},
+        {"BisectBatchOnFunctionError": True},
+        {"MaximumRetryAttempts": 0},
+        {"MaximumRetryAttempts": 10000},
+        {"MaximumRecordAgeInSeconds": 60},
+        {"MaximumRecordAgeInSeconds": 604800},
+        {"FunctionResponseTypes": ["ReportBatchItemFailures"]},
+        {"TumblingWindowInSeconds": 900},
+    ],
+    ids=lambda o: next(iter(o)),
+)
+def test_stream_error_handling_parameters_are_accepted(overrides: dict[str, Any]) -> None:
+    assert mapping_problems("kinesis", overrides) == []
 
 
 @pytest.mark.parametrize("base", ["dynamodb", "sqs", "fifo"])
