@@ -78,17 +78,29 @@ def quiet_logs() -> None:
     configure_logging(format="console", level="warning")
 
 
+_poll_floor = _shards.MIN_POLL_INTERVAL_SECONDS
+
+
 def set_poll_floor(seconds: float | None) -> float:
-    """Override `MIN_POLL_INTERVAL_SECONDS` for this process; returns the value in effect."""
+    """Set the pause between GetRecords calls on a busy shard for the runners this process
+    makes (esm ships 0.2 s, Kinesis's 5 calls per second); returns the value in effect."""
+    global _poll_floor
     if seconds is not None:
-        _shards.MIN_POLL_INTERVAL_SECONDS = seconds
-    return _shards.MIN_POLL_INTERVAL_SECONDS
+        _poll_floor = seconds
+    return _poll_floor
 
 
 def make_runner(
-    api: StreamAPI, store: FinishLineStore, batch_size: int, records_limit: int = 10_000
+    api: StreamAPI,
+    store: FinishLineStore,
+    batch_size: int,
+    records_limit: int = 10_000,
+    *,
+    parallelization: int = 1,
+    backend: NoopBackend | None = None,
 ) -> tuple[ShardedStreamRunner, NoopBackend]:
-    """The runner a daemon would build for one Kinesis mapping, with a no-op function."""
+    """The runner a daemon would build for one Kinesis mapping, with a no-op function
+    (or `backend`)."""
     metrics = Metrics()
     settings = StreamSettings(
         mapping_id=MAPPING,
@@ -98,8 +110,10 @@ def make_runner(
         records_limit=records_limit,
         discovery_interval=60.0,
         read_backoff=Backoff(initial=0.05, maximum=0.5),
+        parallelization=parallelization,
+        busy_poll_interval=_poll_floor,
     )
-    backend = NoopBackend()
+    backend = backend or NoopBackend()
     target = FunctionTarget(name="noop", arn=FUNCTION_ARN, timeout=30)
     deliverer = Deliverer(backend, target, MAPPING, metrics)
     return ShardedStreamRunner(api, settings, deliverer, store, metrics), backend

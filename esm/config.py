@@ -1033,11 +1033,6 @@ NOT_SUPPORTED_YET: tuple[NotSupportedYet, ...] = (
         "use the stream's ARN",
     ),
     NotSupportedYet(
-        "DestinationConfig",
-        lambda m: m.on_failure_destination is not None,
-        "on-failure destinations are not supported yet",
-    ),
-    NotSupportedYet(
         "FilterCriteria",
         lambda m: bool(m.filter_patterns),
         "event filtering is not supported yet: remove the filters",

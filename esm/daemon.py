@@ -16,10 +16,12 @@ from aiobotocore.session import get_session
 
 from esm.admin import AdminServer
 from esm.checkpoints import open_checkpoint_store
+from esm.destinations import create_destination, parse_arn
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
 from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
+from esm.pipeline.deliver import Deliverer, Discard, FunctionTarget
+from esm.pipeline.discard import OnFailureDestination
 from esm.pipeline.retry import Backoff, RetryPolicy
 from esm.protocols import CheckpointStore, FunctionBackend
 from esm.sources._shards import ShardedStreamRunner, StreamSettings
@@ -70,6 +72,23 @@ def starting_position(mapping: MappingConfig) -> StartPosition:
     )
 
 
+class _Clients:
+    """AWS clients opened on demand, one per service and region, closed with the daemon."""
+
+    def __init__(self, daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:
+        self._daemon = daemon
+        self._stack = stack
+
+    async def get(self, service: str, region: str) -> Any:
+        opened = self._daemon._clients
+        key = (service, region)
+        if key not in opened:
+            opened[key] = await self._stack.enter_async_context(
+                self._daemon.open_client(service, region)
+            )
+        return opened[key]
+
+
 class Daemon:
     """Every enabled mapping of a configuration, running under one task group."""
 
@@ -89,6 +108,7 @@ class Daemon:
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stop_requested = anyio.Event()
+        self._clients: dict[tuple[str, str], Any] = {}
         self._stopped = False
 
     # -- public ------------------------------------------------------------------------
@@ -135,9 +155,9 @@ class Daemon:
         config = self.config
         store = self._store or open_checkpoint_store(config.state.backend, config.state.path)
         backends: dict[str, FunctionBackend] = dict(self._given_backends)
-        clients: dict[str, Any] = {}
         try:
             async with contextlib.AsyncExitStack() as stack:
+                clients = _Clients(self, stack)
                 # Everything that can fail on bad settings (a handler that does not import)
                 # fails here, before any task starts.
                 for mapping in config.mappings:
@@ -147,12 +167,9 @@ class Daemon:
                     name = mapping.function_name
                     if name not in backends:
                         backends[name] = create_backend(name, config.functions[name])
-                    if mapping.region not in clients:
-                        clients[mapping.region] = await stack.enter_async_context(
-                            self._kinesis_client(mapping.region)
-                        )
-                    client = clients[mapping.region]
-                    runner = self._create_runner(mapping, client, backends[name], store)
+                    client = await clients.get("kinesis", mapping.region)
+                    discard = await self._on_failure(mapping, clients)
+                    runner = self._create_runner(mapping, client, backends[name], store, discard)
                     self.runners[mapping.mapping_id] = runner
                 await self._serve(task_status, handle_signals)
         finally:
@@ -202,7 +219,8 @@ class Daemon:
                 self.request_stop()
 
     @contextlib.asynccontextmanager
-    async def _kinesis_client(self, region: str) -> AsyncIterator[Any]:
+    async def open_client(self, service: str, region: str) -> AsyncIterator[Any]:
+        """An aiobotocore client for `service`, with esm's timeouts and the configured endpoint."""
         aws = self.config.aws
         session = get_session()
         client_config = AioConfig(
@@ -212,13 +230,42 @@ class Daemon:
             max_pool_connections=_MAX_POOL_CONNECTIONS,
         )
         async with session.create_client(
-            "kinesis",
+            service,
             region_name=region,
-            endpoint_url=aws.endpoint_for("kinesis"),
+            endpoint_url=aws.endpoint_for(service),
             config=client_config,
         ) as client:
-            enable_wire_records(client)
+            if service == "kinesis":
+                enable_wire_records(client)
             yield client
+
+    async def _on_failure(self, mapping: MappingConfig, clients: _Clients) -> Discard | None:
+        """The on-failure destination of a stream mapping, with the client it needs open."""
+        arn = mapping.on_failure_destination
+        if arn is None:
+            return None
+        service, region, _, _ = parse_arn(arn)
+        # S3 bucket ARNs name no region: the bucket is reached through the mapping's.
+        client = await clients.get(service, region or mapping.region)
+        destination = create_destination(
+            arn, clients=lambda _: client, mapping_uuid=mapping.mapping_id
+        )
+        return OnFailureDestination(
+            destination,
+            source="dynamodb" if mapping.source_kind == "dynamodb" else "kinesis",
+            stream_arn=mapping.EventSourceArn,
+            function_arn=function_arn(mapping),
+            mapping_id=mapping.mapping_id,
+            metrics=self.metrics,
+            backoff=self._backoff(),
+            log=structlog.get_logger("esm.destination").bind(mapping=mapping.mapping_id),
+        )
+
+    def _backoff(self) -> Backoff:
+        delivery = self.config.delivery
+        return Backoff(
+            initial=delivery.backoff_initial_seconds, maximum=delivery.backoff_max_seconds
+        )
 
     def _create_runner(
         self,
@@ -226,6 +273,7 @@ class Daemon:
         client: Any,
         backend: FunctionBackend,
         store: CheckpointStore,
+        discard: Discard | None,
     ) -> ShardedStreamRunner:
         config = self.config
         function = config.functions[mapping.function_name]
@@ -263,10 +311,7 @@ class Daemon:
             ),
             mapping.mapping_id,
             self.metrics,
-            backoff=Backoff(
-                initial=config.delivery.backoff_initial_seconds,
-                maximum=config.delivery.backoff_max_seconds,
-            ),
+            backoff=self._backoff(),
             log=structlog.get_logger("esm.delivery").bind(mapping=mapping.mapping_id),
             policy=RetryPolicy(
                 maximum_retry_attempts=mapping.MaximumRetryAttempts,
@@ -274,5 +319,6 @@ class Daemon:
             ),
             bisect=mapping.BisectBatchOnFunctionError,
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
+            discard=discard,
         )
         return ShardedStreamRunner(api, settings, deliverer, store, self.metrics)

@@ -82,7 +82,8 @@ class Destination(Protocol):
     async def send(self, record: Mapping[str, Any], payload: bytes, partition: str) -> None:
         """Store `record` (and, where the destination keeps it, the event `payload`).
 
-        :raises TransientSourceError: not stored; the caller retries.
+        :raises SourceError: not stored; the caller retries with backoff either way, and
+            `.retriable` says whether waiting alone can help.
         """
         ...
 

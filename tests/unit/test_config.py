@@ -602,11 +602,6 @@ NOT_SUPPORTED: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "kinesis",
-        {"DestinationConfig": {"OnFailure": {"Destination": SQS_DESTINATION}}},
-        "DestinationConfig: on-failure destinations are not supported yet",
-    ),
-    (
-        "kinesis",
         {"FilterCriteria": {"Filters": [{"Pattern": '{"data": {"a": [1]}}'}]}},
         "FilterCriteria: event filtering is not supported yet",
     ),
@@ -626,7 +621,6 @@ def test_not_supported_yet(base: str, overrides: dict[str, Any], fragment: str) 
 def test_not_supported_table_names_every_unbuilt_parameter() -> None:
     assert {rule.parameter for rule in NOT_SUPPORTED_YET} == {
         "EventSourceArn",
-        "DestinationConfig",
         "FilterCriteria",
         "ScalingConfig",
     }
@@ -649,6 +643,7 @@ def test_every_not_supported_use_is_reported_together() -> None:
         {"MaximumRecordAgeInSeconds": 604800},
         {"FunctionResponseTypes": ["ReportBatchItemFailures"]},
         {"TumblingWindowInSeconds": 900},
+        {"DestinationConfig": {"OnFailure": {"Destination": SQS_DESTINATION}}},
     ],
     ids=lambda o: next(iter(o)),
 )
