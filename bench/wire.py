@@ -18,7 +18,8 @@ The ratio esm/bare of the medians is the number to watch.
 esm pauses at least 0.2 s between GetRecords calls on a busy shard (Kinesis allows 5 calls
 per second per shard), which caps one shard at 50,000 records/s with 10,000-record pages: about
 what the bare loop reads. So that the ratio measures esm rather than that cap, this benchmark
-sets the busy poll interval (`StreamSettings.busy_poll_interval`, 0.2 s as shipped) to 0 unless `--poll-floor` says otherwise.
+sets the busy poll interval (`StreamSettings.busy_poll_interval`, 0.2 s as shipped) to 0
+unless `--poll-floor` says otherwise.
 
 Run: .venv/bin/python bench/wire.py [--pages 15] [--rounds 5] [--poll-floor 0.2] [--profile]
 """
