@@ -1018,11 +1018,6 @@ class NotSupportedYet:
 NOT_SUPPORTED_YET: tuple[NotSupportedYet, ...] = (
     NotSupportedYet(
         "EventSourceArn",
-        lambda m: m.source_kind == "dynamodb",
-        "DynamoDB Streams sources are not supported yet (this release reads Kinesis streams)",
-    ),
-    NotSupportedYet(
-        "EventSourceArn",
         lambda m: m.source_kind == "sqs",
         "SQS sources are not supported yet (this release reads Kinesis streams)",
     ),

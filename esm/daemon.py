@@ -6,6 +6,7 @@ import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,8 +24,12 @@ from esm.pipeline.batcher import BatchLimits
 from esm.pipeline.deliver import Deliverer, Discard, FunctionTarget
 from esm.pipeline.discard import OnFailureDestination
 from esm.pipeline.retry import Backoff, RetryPolicy
-from esm.protocols import CheckpointStore, FunctionBackend
-from esm.sources._shards import ShardedStreamRunner, StreamSettings
+from esm.protocols import CheckpointStore, FunctionBackend, StreamAPI
+from esm.sources._shards import MIN_POLL_INTERVAL_SECONDS, ShardedStreamRunner, StreamSettings
+from esm.sources.dynamodb_streams import MAX_RECORDS_PER_CALL as DYNAMODB_MAX_RECORDS
+from esm.sources.dynamodb_streams import POLL_INTERVAL_SECONDS as DYNAMODB_POLL_SECONDS
+from esm.sources.dynamodb_streams import DynamoDBRecordFactory, DynamoDBStreamAPI
+from esm.sources.dynamodb_streams import enable_wire_records as enable_dynamodb_wire_records
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
 
 if TYPE_CHECKING:
@@ -70,6 +75,16 @@ def starting_position(mapping: MappingConfig) -> StartPosition:
         IteratorType(mapping.starting_position or "TRIM_HORIZON"),
         timestamp=mapping.starting_position_timestamp,
     )
+
+
+@dataclass(frozen=True)
+class _Polling:
+    """How a stream's shards are polled: seconds between GetRecords when idle and when
+    records keep coming, and the most records one call asks for."""
+
+    idle: float
+    busy: float
+    records_limit: int
 
 
 class _Clients:
@@ -167,9 +182,11 @@ class Daemon:
                     name = mapping.function_name
                     if name not in backends:
                         backends[name] = create_backend(name, config.functions[name])
-                    client = await clients.get("kinesis", mapping.region)
+                    api, polling = await self._stream_api(mapping, clients)
                     discard = await self._on_failure(mapping, clients)
-                    runner = self._create_runner(mapping, client, backends[name], store, discard)
+                    runner = self._create_runner(
+                        mapping, api, polling, backends[name], store, discard
+                    )
                     self.runners[mapping.mapping_id] = runner
                 await self._serve(task_status, handle_signals)
         finally:
@@ -237,6 +254,8 @@ class Daemon:
         ) as client:
             if service == "kinesis":
                 enable_wire_records(client)
+            elif service == "dynamodbstreams":
+                enable_dynamodb_wire_records(client)
             yield client
 
     async def _on_failure(self, mapping: MappingConfig, clients: _Clients) -> Discard | None:
@@ -267,16 +286,19 @@ class Daemon:
             initial=delivery.backoff_initial_seconds, maximum=delivery.backoff_max_seconds
         )
 
-    def _create_runner(
-        self,
-        mapping: MappingConfig,
-        client: Any,
-        backend: FunctionBackend,
-        store: CheckpointStore,
-        discard: Discard | None,
-    ) -> ShardedStreamRunner:
-        config = self.config
-        function = config.functions[mapping.function_name]
+    async def _stream_api(
+        self, mapping: MappingConfig, clients: _Clients
+    ) -> tuple[StreamAPI, _Polling]:
+        """The source of a stream mapping, and how often to poll its shards."""
+        polling = self.config.polling
+        if mapping.source_kind == "dynamodb":
+            client = await clients.get("dynamodbstreams", mapping.region)
+            records = DynamoDBRecordFactory(mapping.EventSourceArn, mapping.region)
+            # Lambda polls DynamoDB shards four times a second; GetRecords returns 1,000 at most.
+            return DynamoDBStreamAPI(
+                client, stream_arn=mapping.EventSourceArn, records=records
+            ), _Polling(DYNAMODB_POLL_SECONDS, DYNAMODB_POLL_SECONDS, DYNAMODB_MAX_RECORDS)
+        client = await clients.get("kinesis", mapping.region)
         factory = KinesisRecordFactory(
             stream_arn=mapping.EventSourceArn,
             region=mapping.region,
@@ -288,6 +310,21 @@ class Daemon:
             stream_arn=mapping.EventSourceArn,
             records=factory,
         )
+        return api, _Polling(
+            polling.interval_seconds, MIN_POLL_INTERVAL_SECONDS, polling.records_limit
+        )
+
+    def _create_runner(
+        self,
+        mapping: MappingConfig,
+        api: StreamAPI,
+        polling: _Polling,
+        backend: FunctionBackend,
+        store: CheckpointStore,
+        discard: Discard | None,
+    ) -> ShardedStreamRunner:
+        config = self.config
+        function = config.functions[mapping.function_name]
         settings = StreamSettings(
             mapping_id=mapping.mapping_id,
             starting_position=starting_position(mapping),
@@ -295,8 +332,9 @@ class Daemon:
                 batch_size=mapping.batch_size,
                 window_seconds=float(mapping.batching_window_seconds),
             ),
-            poll_interval=config.polling.interval_seconds,
-            records_limit=config.polling.records_limit,
+            poll_interval=polling.idle,
+            busy_poll_interval=polling.busy,
+            records_limit=polling.records_limit,
             discovery_interval=config.polling.shard_discovery_interval_seconds,
             parallelization=mapping.ParallelizationFactor,
             tumbling_window_seconds=mapping.TumblingWindowInSeconds,

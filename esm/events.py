@@ -43,6 +43,57 @@ def kinesis_entry(
     }
 
 
+def dynamodb_entry(
+    *,
+    raw: Mapping[str, Any],
+    change: Mapping[str, Any],
+    created: float | None,
+    keys: Mapping[str, Any],
+    new_image: Mapping[str, Any] | None,
+    old_image: Mapping[str, Any] | None,
+    stream_arn: str,
+    region: str,
+) -> dict[str, Any]:
+    """One element of a DynamoDB event's "Records", field for field as Lambda sends it.
+
+    `raw` is the GetRecords record and `change` its "dynamodb" part; `keys` and the images are
+    given separately, already in DynamoDB JSON with binary values in base64.
+    """
+    dynamodb: dict[str, Any] = {}
+    if created is not None:
+        # DynamoDB rounds the creation time down to the second and Lambda writes it as an
+        # integer; emulators that keep the fraction get the same shape.
+        dynamodb["ApproximateCreationDateTime"] = int(created)
+    dynamodb["Keys"] = keys
+    if new_image is not None:
+        dynamodb["NewImage"] = new_image
+    if old_image is not None:
+        dynamodb["OldImage"] = old_image
+    dynamodb["SequenceNumber"] = change["SequenceNumber"]
+    if "SizeBytes" in change:
+        dynamodb["SizeBytes"] = change["SizeBytes"]
+    if "StreamViewType" in change:
+        dynamodb["StreamViewType"] = change["StreamViewType"]
+    entry: dict[str, Any] = {
+        "eventID": raw["eventID"],
+        "eventName": raw["eventName"],
+        # Passed through: "1.1" on AWS; the published samples (and moto) say "1.0".
+        "eventVersion": raw.get("eventVersion", "1.1"),
+        "eventSource": "aws:dynamodb",
+        "awsRegion": region,
+        "dynamodb": dynamodb,
+        "eventSourceARN": stream_arn,
+    }
+    identity = raw.get("userIdentity")
+    if identity:
+        # GetRecords names the fields Type/PrincipalId; the Lambda event type/principalId.
+        entry["userIdentity"] = {
+            "type": identity.get("Type"),
+            "principalId": identity.get("PrincipalId"),
+        }
+    return entry
+
+
 def create_record(
     *, sequence: str, order: int, key: str, arrival: float, entry: dict[str, Any]
 ) -> Record:

@@ -372,7 +372,10 @@ class ShardedStreamRunner:
         # EndingSequenceNumber tells that nothing more will come.
         if last_read is not None and _seq(last_read) >= _seq(info.ending_sequence):
             return True
-        return not page.records and not page.millis_behind
+        # Only a service that reports its lag (Kinesis's MillisBehindLatest) can say that an
+        # empty page is the tip; DynamoDB Streams may answer empty pages before a closed
+        # shard's remaining records.
+        return page.millis_behind == 0 and not page.records
 
     async def _read_failed(
         self, state: ShardState, call: str, exc: Exception, failures: int, log: Any

@@ -592,7 +592,6 @@ def test_accepted_values(base: str, overrides: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- not supported yet
 
 NOT_SUPPORTED: list[tuple[str, dict[str, Any], str]] = [
-    ("dynamodb", {}, "EventSourceArn: DynamoDB Streams sources are not supported yet"),
     ("sqs", {}, "EventSourceArn: SQS sources are not supported yet"),
     ("fifo", {}, "EventSourceArn: SQS sources are not supported yet"),
     (
@@ -649,6 +648,11 @@ def test_every_not_supported_use_is_reported_together() -> None:
 )
 def test_stream_error_handling_parameters_are_accepted(overrides: dict[str, Any]) -> None:
     assert mapping_problems("kinesis", overrides) == []
+    assert mapping_problems("dynamodb", overrides) == []
+
+
+def test_dynamodb_streams_are_accepted() -> None:
+    assert mapping_problems("dynamodb", {}) == []
 
 
 @pytest.mark.parametrize("base", ["dynamodb", "sqs", "fifo"])
