@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import os
 import re
 import time
@@ -32,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from esm.errors import ConfigError
+from esm.pipeline.filter import compile_filters
 
 __all__ = [
     "NOT_SUPPORTED_YET",
@@ -76,9 +76,6 @@ STARTING_POSITIONS: dict[SourceKind, tuple[StartingPositionType, ...]] = {
     "dynamodb": ("TRIM_HORIZON", "LATEST"),
     "sqs": (),
 }
-# AWS's default quota of filters per mapping (raisable to 10 on AWS; esm keeps the default).
-MAX_FILTERS = 5
-MAX_FILTER_PATTERN_CHARS = 4096
 
 # Parameters of CreateEventSourceMapping that only Kafka, Amazon MQ or DocumentDB sources take.
 _FOREIGN_PARAMETERS: dict[str, str] = {
@@ -634,31 +631,10 @@ class MappingDestinationConfig(_Model):
 class MappingFilter(_Model):
     Pattern: str
 
-    @field_validator("Pattern")
-    @classmethod
-    def _check_pattern(cls, value: str) -> str:
-        if len(value) > MAX_FILTER_PATTERN_CHARS:
-            raise _fail(
-                f"is {len(value)} characters long: at most {MAX_FILTER_PATTERN_CHARS} are allowed"
-            )
-        try:
-            pattern = json.loads(value)
-        except ValueError as exc:
-            raise _fail(f"{_show(value)} is not valid JSON: {exc}") from None
-        if not isinstance(pattern, dict):
-            raise _fail(f"{_show(value)} must be a JSON object, like '{{\"data\": {{...}}}}'")
-        return value
-
 
 class MappingFilterCriteria(_Model):
+    # The patterns are compiled, and so checked, by the mapping that knows the source.
     Filters: list[MappingFilter] = Field(default_factory=list)
-
-    @field_validator("Filters")
-    @classmethod
-    def _check_count(cls, value: list[MappingFilter]) -> list[MappingFilter]:
-        if len(value) > MAX_FILTERS:
-            raise _fail(f"{len(value)} filters: at most {MAX_FILTERS} are allowed per mapping")
-        return value
 
 
 class MappingScalingConfig(_Model):
@@ -914,6 +890,22 @@ class MappingConfig(_Model):
         _check_range(value, 0, 900, " seconds (0 = no window)")
         return value
 
+    @field_validator("FilterCriteria")
+    @classmethod
+    def _check_filters(
+        cls, value: MappingFilterCriteria | None, info: ValidationInfo
+    ) -> MappingFilterCriteria | None:
+        source = _source_in(info)
+        if value is None or not value.Filters or source is None:
+            return value
+        # The engine that will run the patterns checks them, so what is accepted here is
+        # exactly what runs.
+        try:
+            compile_filters([f.Pattern for f in value.Filters], source=source.kind)
+        except ConfigError as error:
+            raise _fail(*error.problems) from None
+        return value
+
     @field_validator("ScalingConfig")
     @classmethod
     def _check_scaling(
@@ -1026,11 +1018,6 @@ NOT_SUPPORTED_YET: tuple[NotSupportedYet, ...] = (
         lambda m: m.source.consumer is not None,
         "a stream consumer ARN means enhanced fan-out, which is not supported yet: "
         "use the stream's ARN",
-    ),
-    NotSupportedYet(
-        "FilterCriteria",
-        lambda m: bool(m.filter_patterns),
-        "event filtering is not supported yet: remove the filters",
     ),
     NotSupportedYet(
         "ScalingConfig",

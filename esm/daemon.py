@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +19,11 @@ from esm.admin import AdminServer
 from esm.checkpoints import open_checkpoint_store
 from esm.destinations import create_destination, parse_arn
 from esm.metrics import Metrics
-from esm.model import IteratorType, StartPosition
+from esm.model import IteratorType, Record, StartPosition
 from esm.pipeline.batcher import BatchLimits
 from esm.pipeline.deliver import Deliverer, Discard, FunctionTarget
 from esm.pipeline.discard import OnFailureDestination
+from esm.pipeline.filter import compile_filters
 from esm.pipeline.retry import Backoff, RetryPolicy
 from esm.protocols import CheckpointStore, FunctionBackend, StreamAPI
 from esm.sources._shards import MIN_POLL_INTERVAL_SECONDS, ShardedStreamRunner, StreamSettings
@@ -68,6 +69,15 @@ def function_arn(mapping: MappingConfig) -> str:
 def identity_arn(mapping: MappingConfig) -> str:
     """The invokeIdentityArn of Kinesis events: the role esm acts as, named after it."""
     return f"arn:aws:iam::{mapping.account}:role/esm"
+
+
+def record_filter(mapping: MappingConfig) -> Callable[[Record], bool] | None:
+    """The mapping's FilterCriteria, compiled once; None when it has no filters."""
+    patterns = mapping.filter_patterns
+    if not patterns:
+        return None
+    compiled = compile_filters(patterns, source=mapping.source_kind)
+    return lambda record: compiled.matches(record.entry)
 
 
 def starting_position(mapping: MappingConfig) -> StartPosition:
@@ -338,6 +348,7 @@ class Daemon:
             discovery_interval=config.polling.shard_discovery_interval_seconds,
             parallelization=mapping.ParallelizationFactor,
             tumbling_window_seconds=mapping.TumblingWindowInSeconds,
+            record_filter=record_filter(mapping),
         )
         deliverer = Deliverer(
             backend,

@@ -288,3 +288,35 @@ async def test_the_daemon_delivers_a_table_stream_in_order_with_exact_shapes(
     assert "NewImage" not in remove
     sequences = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
     assert sequences == sorted(sequences)
+
+
+async def test_filters_match_the_new_image_in_dynamodb_json(
+    dynamodb: Any, moto_endpoint: str, table_name: str
+) -> None:
+    from esm.metrics import Metrics
+
+    from .helpers import daemon_config, run_daemon_until
+
+    stream_arn = await create_table(dynamodb, table_name)
+    for n, status in enumerate(["shipped", "pending", "shipped", "cancelled"]):
+        await dynamodb.put_item(
+            TableName=table_name,
+            Item={"pk": {"S": f"order-{n}"}, "sk": {"N": "1"}, "status": {"S": status}},
+        )
+    pattern = '{"eventName": ["INSERT"], "dynamodb": {"NewImage": {"status": {"S": ["shipped"]}}}}'
+    backend = RecordingBackend()
+    metrics = Metrics()
+    config = daemon_config(
+        moto_endpoint,
+        stream_arn,
+        extra_mapping=f"    FilterCriteria: {{Filters: [{{Pattern: '{pattern}'}}]}}",
+    )
+    filtered = metrics.filtered_out_events.labels(config.mappings[0].mapping_id)
+    await run_daemon_until(
+        config,
+        backend,
+        lambda: filtered._value.get() >= 2 and len(backend.delivered_records()) >= 2,
+        metrics=metrics,
+    )
+    keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in backend.delivered_records()]
+    assert keys == ["order-0", "order-2"]

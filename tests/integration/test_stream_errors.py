@@ -3,8 +3,10 @@ forms, record age, tumbling windows."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import orjson
 import pytest
 
 from esm.metrics import Metrics
@@ -155,3 +157,54 @@ async def test_a_tumbling_window_carries_state_and_ends_with_a_final_invocation(
     assert records == 6
     if len(windows) == 1:
         assert len(backend.events) == 4, "three invocations carrying state, then the final one"
+
+
+async def test_filters_on_kinesis_json_data_skip_records_and_move_the_checkpoint(
+    kinesis: Any, moto_endpoint: str, stream_name: str
+) -> None:
+    arn = await create_stream(kinesis, stream_name, 1)
+    entries = [
+        {"Data": orjson.dumps({"type": kind, "amount": amount}), "PartitionKey": "k"}
+        for kind, amount in [
+            ("order", 10),
+            ("refund", 5),
+            ("order", 500),
+            ("order", 7),
+            ("ping", 0),
+        ]
+    ]
+    entries.append({"Data": b"not json at all", "PartitionKey": "k"})
+    await kinesis.put_records(StreamName=stream_name, Records=entries)
+    pattern = '{"data": {"type": ["order"], "amount": [{"numeric": ["<", 100]}]}}'
+    backend = RecordingBackend()
+    metrics = Metrics()
+    config = daemon_config(
+        moto_endpoint,
+        arn,
+        extra_mapping=f"    FilterCriteria: {{Filters: [{{Pattern: '{pattern}'}}]}}",
+    )
+    mapping = config.mappings[0].mapping_id
+    filtered = metrics.filtered_out_events.labels(mapping)
+    daemon = await run_daemon_until(
+        config,
+        backend,
+        lambda: filtered._value.get() >= 4 and len(backend.delivered_records()) >= 2,
+        metrics=metrics,
+    )
+    delivered = [
+        orjson.loads(base64.b64decode(r["kinesis"]["data"])) for r in backend.delivered_records()
+    ]
+    assert delivered == [{"type": "order", "amount": 10}, {"type": "order", "amount": 7}]
+    [shard] = daemon.status()["mappings"][0]["shards"].values()
+    last = (
+        await kinesis.get_records(
+            ShardIterator=(
+                await kinesis.get_shard_iterator(
+                    StreamName=stream_name,
+                    ShardId="shardId-000000000000",
+                    ShardIteratorType="TRIM_HORIZON",
+                )
+            )["ShardIterator"]
+        )
+    )["Records"][-1]["SequenceNumber"]
+    assert shard["checkpoint"] == last, "the checkpoint moved past the filtered-out records"

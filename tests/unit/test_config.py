@@ -388,23 +388,27 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
     # FilterCriteria
     (
         "kinesis",
-        {"FilterCriteria": {"Filters": [{"Pattern": "{}"}] * 6}},
-        ["FilterCriteria.Filters: 6 filters", "at most 5"],
+        {"FilterCriteria": {"Filters": [{"Pattern": '{"data": {"a": [1]}}'}] * 6}},
+        ["FilterCriteria: Filters: 6 filters given", "at most 5"],
     ),
     (
         "kinesis",
-        {"FilterCriteria": {"Filters": [{"Pattern": "{}"}, {"Pattern": '{"data": '}]}},
-        ["FilterCriteria.Filters[1].Pattern", "is not valid JSON"],
+        {
+            "FilterCriteria": {
+                "Filters": [{"Pattern": '{"data": {"a": [1]}}'}, {"Pattern": '{"data": '}]
+            }
+        },
+        ["FilterCriteria: Filters[1]", "is not valid JSON"],
     ),
     (
         "sqs",
         {"FilterCriteria": {"Filters": [{"Pattern": "[1, 2]"}]}},
-        ["FilterCriteria.Filters[0].Pattern", "must be a JSON object"],
+        ["FilterCriteria: Filters[0]", "must be a JSON object"],
     ),
     (
         "kinesis",
         {"FilterCriteria": {"Filters": [{"Pattern": '{"a": "' + "x" * 4100 + '"}'}]}},
-        ["FilterCriteria.Filters[0].Pattern", "at most 4096"],
+        ["FilterCriteria: Filters[0]", "4096"],
     ),
     (
         "kinesis",
@@ -415,6 +419,16 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
         "kinesis",
         {"FilterCriteria": {"Filters": [{}]}},
         ["FilterCriteria.Filters[0].Pattern: is required"],
+    ),
+    (
+        "kinesis",
+        {"FilterCriteria": {"Filters": [{"Pattern": "{}"}]}},
+        ["FilterCriteria: Filters[0]", "empty object"],
+    ),
+    (
+        "kinesis",
+        {"FilterCriteria": {"Filters": [{"Pattern": '{"data": {"a": [{"regex": "x"}]}}'}]}},
+        ["FilterCriteria: Filters[0]", "regex"],
     ),
     # ScalingConfig
     (
@@ -600,11 +614,6 @@ NOT_SUPPORTED: list[tuple[str, dict[str, Any], str]] = [
         "EventSourceArn: a stream consumer ARN means enhanced fan-out, which is not supported yet",
     ),
     (
-        "kinesis",
-        {"FilterCriteria": {"Filters": [{"Pattern": '{"data": {"a": [1]}}'}]}},
-        "FilterCriteria: event filtering is not supported yet",
-    ),
-    (
         "sqs",
         {"ScalingConfig": {"MaximumConcurrency": 5}},
         "ScalingConfig: MaximumConcurrency is not supported yet",
@@ -620,7 +629,6 @@ def test_not_supported_yet(base: str, overrides: dict[str, Any], fragment: str) 
 def test_not_supported_table_names_every_unbuilt_parameter() -> None:
     assert {rule.parameter for rule in NOT_SUPPORTED_YET} == {
         "EventSourceArn",
-        "FilterCriteria",
         "ScalingConfig",
     }
 
