@@ -27,12 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
 
     demo = commands.add_parser(
-        "demo", help="process a stream on an embedded local AWS emulator (no account needed)"
+        "demo",
+        help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
     )
     demo.add_argument("--records", type=int, default=300, help="records to write (default 300)")
     demo.add_argument("--shards", type=int, default=2, help="shards of the stream (default 2)")
     demo.add_argument(
-        "--batch-size", type=int, default=50, help="BatchSize of the mapping (default 50)"
+        "--batch-size", type=int, default=50, help="BatchSize of the stream mapping (default 50)"
+    )
+    demo.add_argument(
+        "--messages", type=int, default=100, help="messages to send to the queue (default 100)"
     )
     return parser
 
@@ -95,7 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _validate(args.config)
     from esm.demo import run_demo
 
-    return run_demo(records=args.records, shards=args.shards, batch_size=args.batch_size)
+    return run_demo(
+        records=args.records,
+        shards=args.shards,
+        batch_size=args.batch_size,
+        messages=args.messages,
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import re
 import time
 import types
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
@@ -34,7 +34,6 @@ from esm.errors import ConfigError
 from esm.pipeline.filter import compile_filters
 
 __all__ = [
-    "NOT_SUPPORTED_YET",
     "AdminConfig",
     "AwsConfig",
     "DeliveryConfig",
@@ -48,12 +47,12 @@ __all__ = [
     "MappingFilterCriteria",
     "MappingMetricsConfig",
     "MappingScalingConfig",
-    "NotSupportedYet",
     "OnFailureDestination",
     "PollingConfig",
     "PythonFunctionConfig",
     "SourceArn",
     "SourceKind",
+    "SqsConfig",
     "StartingPositionType",
     "StateConfig",
     "describe_config",
@@ -500,6 +499,43 @@ class PollingConfig(_Model):
         return value
 
 
+class SqsConfig(_Model):
+    """How esm reads SQS queues, beyond what Lambda's mapping parameters say."""
+
+    wait_time_seconds: int = 20
+    """Long polling: how long each ReceiveMessage waits for messages (0 to 20)."""
+    extend_visibility: bool = True
+    """Extend a batch's visibility while the function processes it, so that a function slower
+    than the queue's visibility timeout never causes the same messages to be delivered twice."""
+    failure_visibility_timeout_seconds: int | None = None
+    """Visibility given to messages whose processing failed, spacing their retries; unset,
+    they reappear when their current visibility ends (the queue's timeout, as on Lambda)."""
+    release_on_shutdown: bool = True
+    """At shutdown, make messages received but not yet delivered visible again at once."""
+    backlog_sample_seconds: float = 30.0
+    """Seconds between samples of the queue's ApproximateNumberOfMessages (the backlog gauge)."""
+
+    @field_validator("wait_time_seconds")
+    @classmethod
+    def _check_wait(cls, value: int) -> int:
+        _check_range(value, 0, 20, " seconds")
+        return value
+
+    @field_validator("failure_visibility_timeout_seconds")
+    @classmethod
+    def _check_failure_visibility(cls, value: int | None) -> int | None:
+        if value is not None:
+            # SQS's own bounds for a visibility timeout: up to 12 hours.
+            _check_range(value, 0, 43200, " seconds")
+        return value
+
+    @field_validator("backlog_sample_seconds")
+    @classmethod
+    def _check_sample(cls, value: float) -> float:
+        _check_range(value, 1, 3600, " seconds")
+        return value
+
+
 # --------------------------------------------------------------------------- functions
 
 
@@ -916,18 +952,6 @@ class MappingConfig(_Model):
             raise _fail(f"applies only to SQS sources, not to {source.describe()}: remove it")
         return value
 
-    @model_validator(mode="after")
-    def _refuse_unbuilt(self) -> MappingConfig:
-        # Runs once every parameter is in range: only then is "not supported yet" the news.
-        problems = [
-            f"{rule.parameter}: {rule.message.format(value=_show(getattr(self, rule.parameter)))}"
-            for rule in NOT_SUPPORTED_YET
-            if rule.used(self)
-        ]
-        if problems:
-            raise _fail(*problems)
-        return self
-
     # Resolved values the daemon uses.
 
     @property
@@ -995,41 +1019,9 @@ class MappingConfig(_Model):
         return f"{self.FunctionName} <- {self.EventSourceArn}"
 
 
-@dataclass(frozen=True, slots=True)
-class NotSupportedYet:
-    """A mapping behaviour this release does not build: refused while `used` says it is used."""
-
-    parameter: str
-    used: Callable[[MappingConfig], bool]
-    message: str
-    """Why, after the parameter name; `{value}` is replaced by the value given."""
-
-
-# Everything AWS allows that this release refuses. Each later release deletes the rows it builds.
-# A value equal to AWS's default behaviour is not a use, so it is accepted.
-NOT_SUPPORTED_YET: tuple[NotSupportedYet, ...] = (
-    NotSupportedYet(
-        "EventSourceArn",
-        lambda m: m.source_kind == "sqs",
-        "SQS sources are not supported yet (this release reads Kinesis streams)",
-    ),
-    NotSupportedYet(
-        "EventSourceArn",
-        lambda m: m.source.consumer is not None,
-        "a stream consumer ARN means enhanced fan-out, which is not supported yet: "
-        "use the stream's ARN",
-    ),
-    NotSupportedYet(
-        "ScalingConfig",
-        lambda m: m.ScalingConfig is not None and m.ScalingConfig.MaximumConcurrency is not None,
-        "MaximumConcurrency is not supported yet",
-    ),
-)
-
-
 # --------------------------------------------------------------------------- the whole file
 
-_SECTIONS = ("aws", "state", "admin", "log", "delivery", "polling")
+_SECTIONS = ("aws", "state", "admin", "log", "delivery", "polling", "sqs")
 
 
 class EsmConfig(_Model):
@@ -1041,6 +1033,7 @@ class EsmConfig(_Model):
     log: LogConfig = Field(default_factory=LogConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     polling: PollingConfig = Field(default_factory=PollingConfig)
+    sqs: SqsConfig = Field(default_factory=SqsConfig)
     functions: dict[
         Annotated[str, AfterValidator(_check_function_key)],
         Annotated[FunctionConfig, BeforeValidator(_check_function_type)],
@@ -1260,7 +1253,7 @@ def _unknown_key(key: str | int, parent: tuple[str | int, ...]) -> str:
     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     if close:
         return f"unknown key {_show(key)} (did you mean {close[0]}?)"
-    if len(known) <= 8:
+    if len(known) <= 10:
         return f"unknown key {_show(key)} (known keys: {', '.join(known)})"
     return f"unknown key {_show(key)} (see docs/configuration.md for the known keys)"
 

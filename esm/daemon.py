@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -32,6 +32,12 @@ from esm.sources.dynamodb_streams import POLL_INTERVAL_SECONDS as DYNAMODB_POLL_
 from esm.sources.dynamodb_streams import DynamoDBRecordFactory, DynamoDBStreamAPI
 from esm.sources.dynamodb_streams import enable_wire_records as enable_dynamodb_wire_records
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
+from esm.sources.kinesis_efo import (
+    FAN_OUT_POLL_INTERVAL_SECONDS,
+    KinesisFanOutAPI,
+    parse_consumer_arn,
+)
+from esm.sources.sqs import DEFAULT_MAX_CONCURRENCY, QueueRunner, QueueSettings
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, FunctionConfig, MappingConfig
@@ -129,11 +135,12 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._given_backends = dict(backends or {})
         self._store = store
-        self.runners: dict[str, ShardedStreamRunner] = {}
+        self.runners: dict[str, ShardedStreamRunner | QueueRunner] = {}
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stop_requested = anyio.Event()
         self._clients: dict[tuple[str, str], Any] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._stopped = False
 
     # -- public ------------------------------------------------------------------------
@@ -192,16 +199,24 @@ class Daemon:
                     name = mapping.function_name
                     if name not in backends:
                         backends[name] = create_backend(name, config.functions[name])
+                    if mapping.source_kind == "sqs":
+                        client = await clients.get("sqs", mapping.region)
+                        self.runners[mapping.mapping_id] = self._queue_runner(
+                            mapping, client, backends[name]
+                        )
+                        continue
                     api, polling = await self._stream_api(mapping, clients)
                     discard = await self._on_failure(mapping, clients)
-                    runner = self._create_runner(
+                    self.runners[mapping.mapping_id] = self._create_runner(
                         mapping, api, polling, backends[name], store, discard
                     )
-                    self.runners[mapping.mapping_id] = runner
                 await self._serve(task_status, handle_signals)
         finally:
             # Close only what this daemon opened; what the caller passed in is the caller's.
             with anyio.CancelScope(shield=True):
+                for close in self._closers:
+                    with anyio.move_on_after(5):
+                        await close()
                 for name, backend in backends.items():
                     if name not in self._given_backends:
                         with anyio.move_on_after(5):
@@ -282,7 +297,7 @@ class Daemon:
         return OnFailureDestination(
             destination,
             source="dynamodb" if mapping.source_kind == "dynamodb" else "kinesis",
-            stream_arn=mapping.EventSourceArn,
+            stream_arn=mapping.source.stream_arn,
             function_arn=function_arn(mapping),
             mapping_id=mapping.mapping_id,
             metrics=self.metrics,
@@ -309,6 +324,25 @@ class Daemon:
                 client, stream_arn=mapping.EventSourceArn, records=records
             ), _Polling(DYNAMODB_POLL_SECONDS, DYNAMODB_POLL_SECONDS, DYNAMODB_MAX_RECORDS)
         client = await clients.get("kinesis", mapping.region)
+        if mapping.source.consumer is not None:
+            # Enhanced fan-out: records are pushed over SubscribeToShard, so the runner
+            # does not pause between reads.
+            stream_arn, stream_name, _ = parse_consumer_arn(mapping.EventSourceArn)
+            fan_out = KinesisFanOutAPI(
+                client,
+                consumer_arn=mapping.EventSourceArn,
+                stream_name=stream_name,
+                stream_arn=stream_arn,
+                records=KinesisRecordFactory(
+                    stream_arn=stream_arn,
+                    region=mapping.region,
+                    identity_arn=identity_arn(mapping),
+                ),
+            )
+            self._closers.append(fan_out.aclose)
+            return fan_out, _Polling(
+                FAN_OUT_POLL_INTERVAL_SECONDS, FAN_OUT_POLL_INTERVAL_SECONDS, polling.records_limit
+            )
         factory = KinesisRecordFactory(
             stream_arn=mapping.EventSourceArn,
             region=mapping.region,
@@ -324,33 +358,9 @@ class Daemon:
             polling.interval_seconds, MIN_POLL_INTERVAL_SECONDS, polling.records_limit
         )
 
-    def _create_runner(
-        self,
-        mapping: MappingConfig,
-        api: StreamAPI,
-        polling: _Polling,
-        backend: FunctionBackend,
-        store: CheckpointStore,
-        discard: Discard | None,
-    ) -> ShardedStreamRunner:
-        config = self.config
-        function = config.functions[mapping.function_name]
-        settings = StreamSettings(
-            mapping_id=mapping.mapping_id,
-            starting_position=starting_position(mapping),
-            limits=BatchLimits(
-                batch_size=mapping.batch_size,
-                window_seconds=float(mapping.batching_window_seconds),
-            ),
-            poll_interval=polling.idle,
-            busy_poll_interval=polling.busy,
-            records_limit=polling.records_limit,
-            discovery_interval=config.polling.shard_discovery_interval_seconds,
-            parallelization=mapping.ParallelizationFactor,
-            tumbling_window_seconds=mapping.TumblingWindowInSeconds,
-            record_filter=record_filter(mapping),
-        )
-        deliverer = Deliverer(
+    def _deliverer(self, mapping: MappingConfig, backend: FunctionBackend) -> Deliverer:
+        function = self.config.functions[mapping.function_name]
+        return Deliverer(
             backend,
             FunctionTarget(
                 name=mapping.function_name,
@@ -368,6 +378,61 @@ class Daemon:
             ),
             bisect=mapping.BisectBatchOnFunctionError,
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
-            discard=discard,
         )
+
+    def _queue_runner(
+        self, mapping: MappingConfig, client: Any, backend: FunctionBackend
+    ) -> QueueRunner:
+        sqs = self.config.sqs
+        scaling = mapping.ScalingConfig
+        settings = QueueSettings(
+            mapping_id=mapping.mapping_id,
+            queue_arn=mapping.EventSourceArn,
+            region=mapping.region,
+            limits=BatchLimits(
+                batch_size=mapping.batch_size,
+                window_seconds=float(mapping.batching_window_seconds),
+            ),
+            report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
+            record_filter=record_filter(mapping),
+            max_concurrency=(
+                scaling.MaximumConcurrency
+                if scaling is not None and scaling.MaximumConcurrency is not None
+                else DEFAULT_MAX_CONCURRENCY
+            ),
+            wait_time_seconds=sqs.wait_time_seconds,
+            extend_visibility=sqs.extend_visibility,
+            failure_visibility_seconds=sqs.failure_visibility_timeout_seconds,
+            release_on_shutdown=sqs.release_on_shutdown,
+            attributes_interval=sqs.backlog_sample_seconds,
+            backoff=self._backoff(),
+        )
+        return QueueRunner(client, settings, self._deliverer(mapping, backend), self.metrics)
+
+    def _create_runner(
+        self,
+        mapping: MappingConfig,
+        api: StreamAPI,
+        polling: _Polling,
+        backend: FunctionBackend,
+        store: CheckpointStore,
+        discard: Discard | None,
+    ) -> ShardedStreamRunner:
+        config = self.config
+        settings = StreamSettings(
+            mapping_id=mapping.mapping_id,
+            starting_position=starting_position(mapping),
+            limits=BatchLimits(
+                batch_size=mapping.batch_size,
+                window_seconds=float(mapping.batching_window_seconds),
+            ),
+            poll_interval=polling.idle,
+            busy_poll_interval=polling.busy,
+            records_limit=polling.records_limit,
+            discovery_interval=config.polling.shard_discovery_interval_seconds,
+            parallelization=mapping.ParallelizationFactor,
+            tumbling_window_seconds=mapping.TumblingWindowInSeconds,
+            record_filter=record_filter(mapping),
+        )
+        deliverer = replace(self._deliverer(mapping, backend), discard=discard)
         return ShardedStreamRunner(api, settings, deliverer, store, self.metrics)

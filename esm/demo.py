@@ -1,4 +1,5 @@
-"""`esm demo`: a Kinesis stream processed end to end on an embedded AWS emulator, offline."""
+"""`esm demo`: a Kinesis stream and an SQS queue processed end to end on an embedded AWS
+emulator, offline."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from aiobotocore.session import get_session
 from esm.config import parse_config
 from esm.daemon import Daemon
 from esm.log import configure_logging
+from esm.sources._shards import ShardedStreamRunner
 
 STREAM = "esm-demo-orders"
+QUEUE = "esm-demo-payments"
 _DEMO_CONFIG = """
 aws:
   region: us-east-1
@@ -42,6 +45,11 @@ mappings:
     EventSourceArn: {stream_arn}
     StartingPosition: TRIM_HORIZON
     BatchSize: {batch_size}
+  - FunctionName: demo
+    EventSourceArn: {queue_arn}
+    BatchSize: 10
+sqs:
+  wait_time_seconds: 1
 """
 
 
@@ -51,8 +59,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_demo(*, records: int = 300, shards: int = 2, batch_size: int = 50) -> int:
-    """Start the emulator, write `records` records, process them, print a summary."""
+def run_demo(
+    *, records: int = 300, shards: int = 2, batch_size: int = 50, messages: int = 100
+) -> int:
+    """Start the emulator, write `records` records and send `messages` messages, process
+    them, print a summary."""
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:
@@ -69,7 +80,7 @@ def run_demo(*, records: int = 300, shards: int = 2, batch_size: int = 50) -> in
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        return anyio.run(_demo, f"http://127.0.0.1:{port}", records, shards, batch_size)
+        return anyio.run(_demo, f"http://127.0.0.1:{port}", records, shards, batch_size, messages)
     finally:
         server.stop()
 
@@ -101,54 +112,87 @@ async def _create_stream(endpoint: str, shards: int, records: int) -> str:
         return arn
 
 
+async def _create_queue(endpoint: str, messages: int) -> str:
+    session = get_session()
+    async with session.create_client("sqs", region_name="us-east-1", endpoint_url=endpoint) as sqs:
+        url = (await sqs.create_queue(QueueName=QUEUE))["QueueUrl"]
+        attributes = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        for start in range(0, messages, 10):
+            entries = [
+                {"Id": str(n), "MessageBody": orjson.dumps({"payment_id": n}).decode()}
+                for n in range(start, min(messages, start + 10))
+            ]
+            await sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        return str(attributes["Attributes"]["QueueArn"])
+
+
+def _deleted(daemon: Daemon) -> int:
+    queue_mapping = daemon.config.mappings[1].mapping_id
+    return int(daemon.metrics.deleted_events.labels(queue_mapping)._value.get())
+
+
+def _stream_runners(daemon: Daemon) -> list[ShardedStreamRunner]:
+    return [r for r in daemon.runners.values() if isinstance(r, ShardedStreamRunner)]
+
+
 def _delivered(daemon: Daemon) -> tuple[int, int]:
     records = batches = 0
-    for runner in daemon.runners.values():
+    for runner in _stream_runners(daemon):
         for shard in runner.shards.values():
             records += shard.records_delivered
             batches += shard.batches_delivered
     return records, batches
 
 
-async def _demo(endpoint: str, records: int, shards: int, batch_size: int) -> int:
+async def _demo(endpoint: str, records: int, shards: int, batch_size: int, messages: int) -> int:
     print(f"esm demo: embedded AWS emulator on {endpoint}")
     arn = await _create_stream(endpoint, shards, records)
     print(f"  wrote {records} records to {arn} ({shards} shards)")
-    text = _DEMO_CONFIG.format(endpoint=endpoint, stream_arn=arn, batch_size=batch_size)
+    queue_arn = await _create_queue(endpoint, messages)
+    print(f"  sent {messages} messages to {queue_arn}")
+    text = _DEMO_CONFIG.format(
+        endpoint=endpoint, stream_arn=arn, queue_arn=queue_arn, batch_size=batch_size
+    )
     config = parse_config(text, source="<demo>")
     configure_logging(config.log.format, config.log.level)
     daemon = Daemon(config)
     started = time.monotonic()
-    delivered = 0
+    delivered = deleted = 0
     async with anyio.create_task_group() as tg:
         await tg.start(
             lambda task_status: daemon.run(handle_signals=False, task_status=task_status)
         )
         print(
-            f"  mapping {config.mappings[0].mapping_id} -> function 'demo' "
-            f"(esm.examples.handlers:handle), BatchSize {batch_size}; "
+            "  function 'demo' (esm.examples.handlers:handle) reads both; "
             f"status: http://127.0.0.1:{daemon.admin_port}/status"
         )
         with anyio.move_on_after(60) as timeout:
-            while delivered < records:
+            while delivered < records or deleted < messages:
                 await anyio.sleep(0.25)
                 delivered, batches = _delivered(daemon)
-                print(f"  delivered {delivered:>6}/{records} records in {batches} batches")
+                deleted = _deleted(daemon)
+                print(
+                    f"  stream: {delivered:>6}/{records} records in {batches} batches   "
+                    f"queue: {deleted:>5}/{messages} messages processed and deleted"
+                )
         daemon.request_stop()
     elapsed = time.monotonic() - started
     delivered, batches = _delivered(daemon)
+    deleted = _deleted(daemon)
     print()
     print("summary")
-    print(f"  records written   {records}")
-    print(f"  records delivered {delivered}")
-    print(f"  batches invoked   {batches}")
-    print(f"  elapsed           {elapsed:.2f} s")
-    for runner in daemon.runners.values():
+    print(f"  records written    {records}")
+    print(f"  records delivered  {delivered}")
+    print(f"  batches invoked    {batches}")
+    for runner in _stream_runners(daemon):
         for shard_id, shard in sorted(runner.shards.items()):
             print(
                 f"  checkpoint {shard_id}: {shard.checkpoint} ({shard.records_delivered} records)"
             )
-    if timeout.cancelled_caught or delivered < records:
-        print("demo did not finish: not every record was delivered in 60 s", file=sys.stderr)
+    print(f"  messages sent      {messages}")
+    print(f"  messages deleted   {deleted}")
+    print(f"  elapsed            {elapsed:.2f} s")
+    if timeout.cancelled_caught or delivered < records or deleted < messages:
+        print("demo did not finish: not everything was delivered in 60 s", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import struct
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -214,4 +218,134 @@ def s3_failure_key(mapping_uuid: str, shard_id: str, now: float) -> str:
     return (
         f"aws/lambda/{mapping_uuid}/{shard_id}/{moment:%Y/%m/%d}/"
         f"{moment:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
+    )
+
+
+# ------------------------------------------------------------------------------------- SQS
+
+# The order of the system attributes in the events Lambda sends, as its published samples
+# and captured events show them (standard and FIFO queues, X-Ray, dead-letter redrive).
+# Attributes SQS adds later follow in the order ReceiveMessage returned them.
+_SQS_ATTRIBUTE_ORDER = (
+    "DeadLetterQueueSourceArn",
+    "ApproximateReceiveCount",
+    "AWSTraceHeader",
+    "SentTimestamp",
+    "SequenceNumber",
+    "MessageGroupId",
+    "SenderId",
+    "MessageDeduplicationId",
+    "ApproximateFirstReceiveTimestamp",
+)
+
+
+def _blob(value: bytes | bytearray | memoryview | str) -> bytes:
+    # botocore sends a str given for a blob as its UTF-8 bytes; do the same.
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def _b64(value: bytes | bytearray | memoryview | str) -> str:
+    return base64.b64encode(_blob(value)).decode("ascii")
+
+
+def _length_prefixed(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def md5_of_body(body: str) -> str:
+    """MD5OfBody: the hex MD5 of the body's UTF-8 bytes."""
+    return hashlib.md5(body.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def md5_of_message_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> str:
+    """MD5OfMessageAttributes as SQS computes it, for attributes in the API shape
+    (`{"DataType": ..., "StringValue" | "BinaryValue": ...}`).
+
+    Attributes are taken in ascending name order; each contributes its name and its data
+    type (custom suffix included), each as a 4-byte big-endian length and UTF-8 bytes, then
+    one transport byte (1 for String and Number, 2 for Binary) and the value, again
+    length-prefixed: UTF-8 for strings, the raw bytes for binary.
+    """
+    digest = hashlib.md5(usedforsecurity=False)
+    for name in sorted(attributes):
+        value = attributes[name]
+        data_type = str(value["DataType"])
+        digest.update(_length_prefixed(name.encode("utf-8")))
+        digest.update(_length_prefixed(data_type.encode("utf-8")))
+        if data_type.split(".", 1)[0] == "Binary":
+            digest.update(b"\x02")
+            digest.update(_length_prefixed(_blob(value["BinaryValue"])))
+        else:
+            digest.update(b"\x01")
+            digest.update(_length_prefixed(str(value["StringValue"]).encode("utf-8")))
+    return digest.hexdigest()
+
+
+def _sqs_message_attribute(value: Mapping[str, Any]) -> dict[str, Any]:
+    attribute: dict[str, Any] = {}
+    if value.get("StringValue") is not None:
+        attribute["stringValue"] = value["StringValue"]
+    if value.get("BinaryValue") is not None:
+        attribute["binaryValue"] = _b64(value["BinaryValue"])
+    # SQS reserves the list values and never fills them; Lambda always writes both lists.
+    attribute["stringListValues"] = list(value.get("StringListValues") or [])
+    attribute["binaryListValues"] = [_b64(v) for v in value.get("BinaryListValues") or []]
+    attribute["dataType"] = value["DataType"]
+    return attribute
+
+
+def sqs_entry(message: Mapping[str, Any], *, queue_arn: str, region: str) -> dict[str, Any]:
+    """One element of an SQS event's "Records", field for field as Lambda sends it.
+
+    `message` is one ReceiveMessage message as botocore returns it, received with every
+    system attribute and every message attribute. All the system attributes SQS returned
+    are kept, as strings. md5OfMessageAttributes is written only for a message that has
+    attributes, before md5OfBody, where events captured from Lambda carry it.
+    """
+    returned: Mapping[str, Any] = message.get("Attributes") or {}
+    attributes = {name: str(returned[name]) for name in _SQS_ATTRIBUTE_ORDER if name in returned}
+    for name, value in returned.items():
+        attributes.setdefault(name, str(value))
+    message_attributes: Mapping[str, Mapping[str, Any]] = message.get("MessageAttributes") or {}
+    body = message["Body"]
+    entry: dict[str, Any] = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": attributes,
+        "messageAttributes": {
+            name: _sqs_message_attribute(value) for name, value in message_attributes.items()
+        },
+    }
+    if message_attributes:
+        entry["md5OfMessageAttributes"] = message.get(
+            "MD5OfMessageAttributes"
+        ) or md5_of_message_attributes(message_attributes)
+    entry["md5OfBody"] = message.get("MD5OfBody") or md5_of_body(body)
+    entry["eventSource"] = "aws:sqs"
+    entry["eventSourceARN"] = queue_arn
+    entry["awsRegion"] = region
+    return entry
+
+
+def sqs_record(
+    message: Mapping[str, Any], *, queue_arn: str, region: str, order: int = 0
+) -> Record:
+    """A `Record` for one received SQS message.
+
+    Messages have no sequence number to compare, so `order` is the caller's: a number that
+    grows with every message it receives. The message ID is the record's sequence (it is
+    what a function names in batchItemFailures), the message group its key ("" on standard
+    queues) and SentTimestamp its arrival; a message received without SentTimestamp
+    arrives now.
+    """
+    entry = sqs_entry(message, queue_arn=queue_arn, region=region)
+    attributes = entry["attributes"]
+    sent = attributes.get("SentTimestamp")
+    return create_record(
+        sequence=entry["messageId"],
+        order=order,
+        key=attributes.get("MessageGroupId", ""),
+        arrival=int(sent) / 1000 if sent else time.time(),
+        entry=entry,
     )

@@ -81,6 +81,37 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
+        self.deleted_events = Counter(
+            "esm_deleted_events",
+            "SQS messages deleted after processing or filtering (DeletedEventCount).",
+            ["mapping"],
+            registry=r,
+        )
+        self.batches_in_flight = Gauge(
+            "esm_batches_in_flight",
+            "Batches being delivered now (ConcurrentExecutions of the mapping).",
+            ["mapping"],
+            registry=r,
+        )
+        self.queue_messages = Gauge(
+            "esm_queue_messages",
+            "Messages in an SQS queue by state: visible (ApproximateNumberOfMessages, the "
+            "backlog), in_flight, delayed; sampled periodically.",
+            ["mapping", "state"],
+            registry=r,
+        )
+        self.pollers = Gauge(
+            "esm_pollers",
+            "Concurrent SQS pollers of a mapping: the scaling target and those running.",
+            ["mapping", "kind"],
+            registry=r,
+        )
+        self.queue_errors = Counter(
+            "esm_queue_errors",
+            "Failed SQS calls by operation (receive, delete, change_visibility, attributes).",
+            ["mapping", "operation"],
+            registry=r,
+        )
         self.invocations = Counter(
             "esm_invocations",
             "Invocations by result: success, function_error, throttle, system_error.",

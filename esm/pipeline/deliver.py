@@ -186,8 +186,8 @@ class Deliverer:
         function_errors = failures = 0
         while True:
             payload = encode_event((), event_fields())
-            result = self._checked(await self._invoke_once(payload, labels), check_answer)
-            self._count(result, 0, failed=result.kind is ResultKind.FUNCTION_ERROR)
+            result = self._checked(await self.invoke_once(payload, labels), check_answer)
+            self.count(result, 0, failed=result.kind is ResultKind.FUNCTION_ERROR)
             if on_result is not None:
                 await on_result(result)
             if result.ok:
@@ -260,19 +260,19 @@ class Deliverer:
                     on_settled,
                 )
                 return [] if settled else None
-            result = self._checked(await self._invoke_once(payload, labels), part.check_answer)
+            result = self._checked(await self.invoke_once(payload, labels), part.check_answer)
             if on_result is not None:
                 await on_result(result)
             failed_from: int | None = None
             if result.ok:
                 failed_from = self._failed_from(result, records)
                 if failed_from is None:
-                    self._count(result, len(records), failed=False)
+                    self.count(result, len(records), failed=False)
                     if on_settled is not None:
                         await on_settled(records)
                     return []
                 # A partial failure: what comes before the lowest failed record is done.
-                self._count(result, len(records), failed=True)
+                self.count(result, len(records), failed=True)
                 if failed_from > 0:
                     if on_settled is not None:
                         await on_settled(records[:failed_from])
@@ -281,7 +281,7 @@ class Deliverer:
                 function_errors += 1
                 in_flight.attempts += 1
             else:
-                self._count(result, len(records), failed=result.kind is ResultKind.FUNCTION_ERROR)
+                self.count(result, len(records), failed=result.kind is ResultKind.FUNCTION_ERROR)
                 if result.kind is ResultKind.FUNCTION_ERROR:
                     function_errors += 1
                     in_flight.attempts += 1
@@ -383,7 +383,9 @@ class Deliverer:
             delay = max(delay, min(result.retry_after, self.backoff.maximum))
         return delay
 
-    async def _invoke_once(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
+    async def invoke_once(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
+        """One invocation with `payload` (the encoded event), never raising: an event over the
+        payload limit or a backend that outlives its timeout become function errors."""
         if len(payload) > self.max_payload_bytes:
             # Lambda refuses such a request before the function runs; the batch is one record
             # too large to ever fit, which the retry policy decides about.
@@ -418,7 +420,8 @@ class Deliverer:
         self.metrics.invoke_duration.labels(self.mapping_id).observe(time.monotonic() - started)
         return result
 
-    def _count(self, result: InvokeResult, records: int, *, failed: bool) -> None:
+    def count(self, result: InvokeResult, records: int, *, failed: bool) -> None:
+        """Count one invocation of `records` records in the mapping's metrics."""
         m, mapping = self.metrics, self.mapping_id
         m.invocations.labels(mapping, result.kind.value).inc()
         if result.kind in (ResultKind.SUCCESS, ResultKind.FUNCTION_ERROR):

@@ -62,3 +62,32 @@ def stream_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures
         if lowest is None or index < lowest:
             lowest = index
     return ItemFailures(lowest)
+
+
+def queue_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures | frozenset[int]:
+    """Read an SQS batch's `{"batchItemFailures": [{"itemIdentifier": "<messageId>"}]}`.
+
+    Returns ALL_SUCCEEDED, the indices of the failed messages, or a complete failure
+    (`ItemFailures(0, reason)`): an identifier that is empty, null, missing or not a message
+    of the batch, or an answer that is not an object, fails every message, as on AWS.
+    """
+    if answer is None or answer == {}:
+        return ALL_SUCCEEDED
+    if not isinstance(answer, dict):
+        return _complete_failure(f"the answer is a {type(answer).__name__}, not an object")
+    failures = answer.get("batchItemFailures")
+    if failures is None or failures == []:
+        return ALL_SUCCEEDED
+    if not isinstance(failures, list):
+        return _complete_failure("batchItemFailures is not a list")
+    index_of = {r.sequence: i for i, r in enumerate(records)}
+    failed: set[int] = set()
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(identifier, str) or not identifier:
+            return _complete_failure(f"invalid batch item failure {item!r}")
+        index = index_of.get(identifier)
+        if index is None:
+            return _complete_failure(f"itemIdentifier {identifier!r} is not in the batch")
+        failed.add(index)
+    return frozenset(failed)

@@ -453,6 +453,10 @@ class ShardedStreamRunner:
                         by_lane.setdefault(lane_of(record.key, lanes), []).append(record)
                     for lane, records in by_lane.items():
                         await sends[lane].send(records)
+            except anyio.BrokenResourceError:
+                # A lane ended before the shard did (the runner is stopping): the records
+                # it would have taken are not settled, so a restart reads them again.
+                pass
             finally:
                 for lane_send in sends:
                     lane_send.close()

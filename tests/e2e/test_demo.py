@@ -12,7 +12,18 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_processes_every_record_and_prints_a_summary() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "esm", "demo", "--records", "120", "--shards", "3"],
+        [
+            sys.executable,
+            "-m",
+            "esm",
+            "demo",
+            "--records",
+            "120",
+            "--shards",
+            "3",
+            "--messages",
+            "30",
+        ],
         capture_output=True,
         text=True,
         timeout=90,
@@ -21,6 +32,8 @@ def test_demo_processes_every_record_and_prints_a_summary() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "wrote 120 records" in out
-    assert "records written   120" in out
-    assert "records delivered 120" in out
+    assert "records written    120" in out
+    assert "records delivered  120" in out
     assert out.count("checkpoint shardId-") == 3
+    assert "messages sent      30" in out
+    assert "messages deleted   30" in out

@@ -13,7 +13,6 @@ import yaml
 
 from esm import config as config_module
 from esm.config import (
-    NOT_SUPPORTED_YET,
     EsmConfig,
     HttpFunctionConfig,
     MappingConfig,
@@ -603,40 +602,7 @@ def test_accepted_values(base: str, overrides: dict[str, Any]) -> None:
     assert range_problems(mapping_problems(base, overrides)) == []
 
 
-# --------------------------------------------------------------------------- not supported yet
-
-NOT_SUPPORTED: list[tuple[str, dict[str, Any], str]] = [
-    ("sqs", {}, "EventSourceArn: SQS sources are not supported yet"),
-    ("fifo", {}, "EventSourceArn: SQS sources are not supported yet"),
-    (
-        "kinesis",
-        {"EventSourceArn": KINESIS_ARN + "/consumer/app:1700000000"},
-        "EventSourceArn: a stream consumer ARN means enhanced fan-out, which is not supported yet",
-    ),
-    (
-        "sqs",
-        {"ScalingConfig": {"MaximumConcurrency": 5}},
-        "ScalingConfig: MaximumConcurrency is not supported yet",
-    ),
-]
-
-
-@pytest.mark.parametrize(("base", "overrides", "fragment"), NOT_SUPPORTED)
-def test_not_supported_yet(base: str, overrides: dict[str, Any], fragment: str) -> None:
-    assert_reported(mapping_problems(base, overrides), [fragment])
-
-
-def test_not_supported_table_names_every_unbuilt_parameter() -> None:
-    assert {rule.parameter for rule in NOT_SUPPORTED_YET} == {
-        "EventSourceArn",
-        "ScalingConfig",
-    }
-
-
-def test_every_not_supported_use_is_reported_together() -> None:
-    problems = mapping_problems("sqs", {"ScalingConfig": {"MaximumConcurrency": 5}})
-    assert len(problems) == 2
-    assert all("not supported yet" in p for p in problems)
+# ----------------------------------------------------------------- every source, every parameter
 
 
 @pytest.mark.parametrize(
@@ -663,17 +629,33 @@ def test_dynamodb_streams_are_accepted() -> None:
     assert mapping_problems("dynamodb", {}) == []
 
 
+def test_kinesis_consumer_arns_are_accepted_for_enhanced_fan_out() -> None:
+    overrides = {"EventSourceArn": KINESIS_ARN + "/consumer/app:1700000000"}
+    assert mapping_problems("kinesis", overrides) == []
+
+
 @pytest.mark.parametrize("base", ["dynamodb", "sqs", "fifo"])
-def test_the_not_supported_table_is_the_only_gate(
-    base: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Emptying the table must be all a later release needs to do to accept these sources.
-    monkeypatch.setattr(config_module, "NOT_SUPPORTED_YET", ())
+def test_every_source_is_accepted_with_its_defaults(base: str) -> None:
     config = parse_config(build(mapping_of(base, {})), {})
     mapping = config.mappings[0]
     assert mapping.source_kind == ("dynamodb" if base == "dynamodb" else "sqs")
     assert mapping.batch_size == (100 if base == "dynamodb" else 10)
     assert mapping.starting_position == ("LATEST" if base == "dynamodb" else None)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"ScalingConfig": {"MaximumConcurrency": 2}},
+        {"ScalingConfig": {"MaximumConcurrency": 1000}},
+        {"FunctionResponseTypes": ["ReportBatchItemFailures"]},
+        {"BatchSize": 10000, "MaximumBatchingWindowInSeconds": 1},
+        {"FilterCriteria": {"Filters": [{"Pattern": '{"body": {"kind": ["order"]}}'}]}},
+    ],
+    ids=lambda o: "-".join(o),
+)
+def test_sqs_parameters_are_accepted(overrides: dict[str, Any]) -> None:
+    assert mapping_problems("sqs", overrides) == []
 
 
 # --------------------------------------------------------------------------- resolved values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -304,3 +305,23 @@ async def test_iterator_age_is_exported_per_shard() -> None:
     age = metrics.iterator_age.labels("m1", shard)._value.get()
     # The record arrived at epoch 1000 s: its age when sent is the time since then.
     assert age > 1_000_000_000
+
+
+@pytest.mark.parametrize("poll", [0.0, 0.2])
+async def test_a_stop_while_pages_wait_for_a_stopped_lane_ends_cleanly(poll: float) -> None:
+    client = FakeKinesisClient(page_limit=10)
+    client.create_stream(STREAM, 1)
+    expected = put_many(client, 100)
+    store = MemoryCheckpointStore()
+    first = RecordingBackend(delay=0.05)
+    runner = make_runner(client, first, store, batch_size=10)
+    runner.settings = replace(runner.settings, poll_interval=poll, busy_poll_interval=poll)
+    await run_until(runner, lambda: len(first.events) >= 3)
+    second = RecordingBackend()
+    delivered = len(first.delivered_records())
+    await run_until(
+        make_runner(client, second, store, batch_size=10),
+        lambda: len(second.delivered_records()) >= 100 - delivered,
+    )
+    shard = client.shard_ids(STREAM)[0]
+    assert per_shard_data(first)[shard] + per_shard_data(second)[shard] == expected[shard]

@@ -1,0 +1,324 @@
+"""Kinesis enhanced fan-out: the StreamAPI of a stream consumer ARN, over SubscribeToShard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import anyio
+import structlog
+
+from esm.errors import SourceError, TransientSourceError
+from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
+from esm.sources._aws import error_code, translate_error
+from esm.sources.kinesis import KinesisClient, KinesisRecordFactory, KinesisStreamAPI
+
+FAN_OUT_POLL_INTERVAL_SECONDS = 0.0
+"""StreamSettings.poll_interval and busy_poll_interval for a fan-out mapping: get_records
+itself waits for pushed events, so the runner must not pause between calls."""
+
+DEFAULT_EVENT_WAIT_SECONDS = 3.0
+"""How long get_records waits for a pushed event before answering an empty page."""
+
+# SubscribeToShard allows one call per second per consumer and shard.
+MIN_SUBSCRIBE_INTERVAL_SECONDS = 1.0
+
+_CONSUMER_ARN = re.compile(
+    r"(?P<stream_arn>arn:aws[a-zA-Z0-9-]*:kinesis:[a-z0-9-]+:\d{12}:"
+    r"stream/(?P<stream>[a-zA-Z0-9_.-]{1,128}))"
+    r"/consumer/(?P<consumer>[a-zA-Z0-9_.-]{1,128}):\d+"
+)
+
+_SEQUENCE_TYPES = (IteratorType.AFTER_SEQUENCE_NUMBER, IteratorType.AT_SEQUENCE_NUMBER)
+
+
+def parse_consumer_arn(arn: str) -> tuple[str, str, str]:
+    """The stream ARN, stream name and consumer name of a Kinesis stream consumer ARN
+    (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/CONSUMER:EPOCH`).
+
+    :raises ValueError: `arn` is not a stream consumer ARN.
+    """
+    found = _CONSUMER_ARN.fullmatch(arn)
+    if found is None:
+        raise ValueError(
+            f"{arn!r} is not a Kinesis stream consumer ARN: expected "
+            "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/CONSUMER:EPOCH"
+        )
+    return found["stream_arn"], found["stream"], found["consumer"]
+
+
+class KinesisFanOutClient(KinesisClient, Protocol):
+    """The Kinesis calls a fan-out reader makes; an aiobotocore client satisfies it."""
+
+    async def subscribe_to_shard(self, **kwargs: Any) -> Mapping[str, Any]: ...
+
+
+def position_token(position: StartPosition) -> str:
+    """The opaque iterator of a fan-out shard: where its subscription starts, as text."""
+    if position.type in _SEQUENCE_TYPES:
+        if position.sequence is None:
+            raise ValueError(f"{position.type.value} needs a sequence number")
+        return f"{position.type.value}:{position.sequence}"
+    if position.type is IteratorType.AT_TIMESTAMP:
+        if position.timestamp is None:
+            raise ValueError("AT_TIMESTAMP needs a timestamp")
+        return f"{position.type.value}:{position.timestamp!r}"
+    return str(position.type.value)
+
+
+def _starting_position(token: str) -> dict[str, Any]:
+    """SubscribeToShard's StartingPosition for a token made by `position_token`."""
+    kind, _, value = token.partition(":")
+    try:
+        iterator_type = IteratorType(kind)
+    except ValueError:
+        raise SourceError(f"{token!r} is not an enhanced fan-out position") from None
+    starting: dict[str, Any] = {"Type": iterator_type.value}
+    if iterator_type in _SEQUENCE_TYPES:
+        starting["SequenceNumber"] = value
+    elif iterator_type is IteratorType.AT_TIMESTAMP:
+        starting["Timestamp"] = float(value)
+    return starting
+
+
+def _translate(exc: Exception) -> SourceError:
+    if error_code(exc) == "ResourceInUseException":
+        # Another subscription of this consumer to the shard is still open (AWS refuses a
+        # new call within 5 s of the previous one, as after a quick restart) or the consumer
+        # is not ACTIVE yet: both pass with time.
+        return TransientSourceError(f"SubscribeToShard: {exc}")
+    return translate_error(exc, "SubscribeToShard")
+
+
+class _Wait(enum.Enum):
+    TIMED_OUT = "timed out"
+    """No event yet; the read stays pending for the next call."""
+    ENDED = "ended"
+    """The subscription is over (its lifetime ran out, or the shard ended)."""
+
+
+async def _pull(events: AsyncIterator[Mapping[str, Any]]) -> Mapping[str, Any] | _Wait:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        # A task must not end with StopAsyncIteration: say it with a value.
+        return _Wait.ENDED
+
+
+class _Subscription:
+    """One open SubscribeToShard of one shard, and the position its next event continues."""
+
+    def __init__(self, position: str, stream: Any) -> None:
+        self.position = position
+        """The token whose records this subscription serves next."""
+        self._stream = stream
+        self._events: AsyncIterator[Mapping[str, Any]] = aiter(stream)
+        self._pending: asyncio.Task[Mapping[str, Any] | _Wait] | None = None
+        self._held: list[Record] = []
+        self._held_next: str | None = None
+        self._held_millis: int | None = None
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    async def next_event(self, wait: float) -> Mapping[str, Any] | _Wait:
+        """The next pushed event, or why there is none.
+
+        The read runs in a task of its own: cancelling a read of aiobotocore's event stream
+        halfway would end the stream, whereas a task outlives the `wait` or a cancelled
+        caller and hands its event to the next call.
+        """
+        if self._pending is None:
+            self._pending = asyncio.get_running_loop().create_task(_pull(self._events))
+        done, _ = await asyncio.wait((self._pending,), timeout=wait)
+        if not done:
+            return _Wait.TIMED_OUT
+        task, self._pending = self._pending, None
+        return task.result()
+
+    def hold(self, records: Sequence[Record], next_token: str | None, millis: int | None) -> None:
+        """Keep an event's records until the runner takes them, `limit` at a time."""
+        self._held = list(records)
+        self._held_next = next_token
+        self._held_millis = millis
+
+    def take(self, limit: int) -> RecordsPage:
+        limit = max(1, limit)
+        if len(self._held) > limit:
+            part, self._held = self._held[:limit], self._held[limit:]
+            # The rest of the event is served to the call that asks for the position
+            # right after this part, which is the next_iterator of this page.
+            self.position = position_token(
+                StartPosition(IteratorType.AFTER_SEQUENCE_NUMBER, part[-1].sequence)
+            )
+            return RecordsPage(part, next_iterator=self.position, millis_behind=self._held_millis)
+        part, self._held = self._held, []
+        if self._held_next is not None:
+            self.position = self._held_next
+        return RecordsPage(part, next_iterator=self._held_next, millis_behind=self._held_millis)
+
+    async def close(self) -> None:
+        """Stop the read in progress and release the connection; never raises."""
+        with anyio.CancelScope(shield=True):
+            task, self._pending = self._pending, None
+            if task is not None:
+                task.cancel()
+                await asyncio.wait((task,))
+                if not task.cancelled():
+                    # Retrieved, so that asyncio does not report it as never retrieved.
+                    task.exception()
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+
+class KinesisFanOutAPI:
+    """`StreamAPI` for a Kinesis stream read through an enhanced fan-out consumer.
+
+    Shards are listed with ListShards, as for a polled stream. Records are pushed: each
+    shard keeps one SubscribeToShard open, renewed from its last ContinuationSequenceNumber
+    when it ends (after 5 minutes on AWS), and get_records hands on one pushed event per
+    call. Iterators are positions, not AWS iterators, so they never expire. Call `aclose()`
+    once the runner has returned.
+    """
+
+    def __init__(
+        self,
+        client: KinesisFanOutClient,
+        *,
+        consumer_arn: str,
+        stream_name: str,
+        stream_arn: str,
+        records: KinesisRecordFactory,
+        event_wait: float = DEFAULT_EVENT_WAIT_SECONDS,
+        min_subscribe_interval: float = MIN_SUBSCRIBE_INTERVAL_SECONDS,
+    ) -> None:
+        self.client = client
+        self.consumer_arn = consumer_arn
+        self.records = records
+        self.event_wait = event_wait
+        self.min_subscribe_interval = min_subscribe_interval
+        self._shards = KinesisStreamAPI(
+            client, stream_name=stream_name, stream_arn=stream_arn, records=records
+        )
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._subscribed_at: dict[str, float] = {}
+        self.log = structlog.get_logger("esm.kinesis_efo").bind(consumer=consumer_arn)
+
+    @property
+    def stream_arn(self) -> str:
+        return self._shards.stream_arn
+
+    @property
+    def stream_name(self) -> str:
+        return self._shards.stream_name
+
+    @property
+    def subscribed_shards(self) -> list[str]:
+        """Shards with a subscription open, for status and tests."""
+        return sorted(self._subscriptions)
+
+    async def list_shards(self) -> list[ShardInfo]:
+        return await self._shards.list_shards()
+
+    async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
+        # SubscribeToShard takes the starting position itself: nothing to ask AWS yet.
+        return position_token(position)
+
+    async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
+        subscription = self._subscriptions.get(shard_id)
+        if subscription is not None and subscription.position != iterator:
+            # The runner started the shard over from elsewhere (a new reader after a stop,
+            # a recovery from an error): the open subscription serves another position.
+            await self._drop(shard_id)
+            subscription = None
+        if subscription is not None and subscription.holding:
+            return subscription.take(limit)
+        deadline = time.monotonic() + self.event_wait
+        while True:
+            if subscription is None:
+                subscription = await self._subscribe(shard_id, iterator)
+            try:
+                raw = await subscription.next_event(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                await self._drop(shard_id)
+                raise _translate(exc) from exc
+            if raw is _Wait.TIMED_OUT:
+                # Nothing pushed yet: an empty page at the same position keeps the runner
+                # calling, and the read under way carries over to the next call.
+                return RecordsPage([], next_iterator=iterator)
+            if raw is _Wait.ENDED:
+                # The subscription lived out its time: renew it where it stopped.
+                self.log.debug("subscription ended, renewing", shard=shard_id, position=iterator)
+                await self._drop(shard_id)
+                subscription = None
+                if time.monotonic() >= deadline:
+                    return RecordsPage([], next_iterator=iterator)
+                continue
+            event = raw.get("SubscribeToShardEvent")
+            if event is None:
+                # Nothing else the stream can carry holds records (errors raise).
+                continue
+            page = self._accept(shard_id, subscription, event, limit)
+            if page.next_iterator is None:
+                await self._drop(shard_id)
+            return page
+
+    def _accept(
+        self, shard_id: str, subscription: _Subscription, event: Mapping[str, Any], limit: int
+    ) -> RecordsPage:
+        records = [self.records.from_api(shard_id, raw) for raw in event.get("Records") or ()]
+        continuation = event.get("ContinuationSequenceNumber")
+        if continuation is None:
+            # The shard is closed and read to its end; the event names its ChildShards,
+            # which the runner finds in ListShards and starts once this shard is settled.
+            next_token = None
+            self.log.info(
+                "shard ended",
+                shard=shard_id,
+                children=[c.get("ShardId") for c in event.get("ChildShards") or ()],
+            )
+        else:
+            next_token = position_token(
+                StartPosition(IteratorType.AFTER_SEQUENCE_NUMBER, str(continuation))
+            )
+        subscription.hold(records, next_token, event.get("MillisBehindLatest"))
+        return subscription.take(limit)
+
+    async def _subscribe(self, shard_id: str, position: str) -> _Subscription:
+        starting = _starting_position(position)
+        last = self._subscribed_at.get(shard_id)
+        if last is not None:
+            await anyio.sleep(max(0.0, last + self.min_subscribe_interval - time.monotonic()))
+        self._subscribed_at[shard_id] = time.monotonic()
+        try:
+            answer = await self.client.subscribe_to_shard(
+                ConsumerARN=self.consumer_arn, ShardId=shard_id, StartingPosition=starting
+            )
+        except Exception as exc:
+            raise _translate(exc) from exc
+        subscription = _Subscription(position, answer["EventStream"])
+        self._subscriptions[shard_id] = subscription
+        self.log.debug("subscribed", shard=shard_id, position=position)
+        return subscription
+
+    async def _drop(self, shard_id: str) -> None:
+        subscription = self._subscriptions.pop(shard_id, None)
+        if subscription is not None:
+            await subscription.close()
+
+    async def aclose(self) -> None:
+        """Close every open subscription."""
+        for shard_id in list(self._subscriptions):
+            await self._drop(shard_id)
