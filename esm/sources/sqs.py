@@ -294,6 +294,11 @@ class QueueRunner:
         finally:
             self.active -= 1
             self._more_pollers.set()
+            if carry:
+                # A poller retired by scaling down: what it held for its next batch goes
+                # back to the queue for the others, rather than waiting out its visibility.
+                with anyio.CancelScope(shield=True):
+                    await self._release(carry, shutdown=self.stopping.is_set())
 
     async def _gather(self, received: _Received, carry: list[Record]) -> None:
         """Receive one batch into `received`: up to BatchSize messages, gathered over the
@@ -484,8 +489,9 @@ class QueueRunner:
     async def _change_visibility(self, records: Sequence[Record], seconds: int) -> None:
         await self._batch_call("change_visibility", records, seconds)
 
-    async def _release(self, records: Sequence[Record]) -> None:
-        if records and self.settings.release_on_shutdown:
+    async def _release(self, records: Sequence[Record], *, shutdown: bool = True) -> None:
+        """Make messages visible again at once (at shutdown only if configured so)."""
+        if records and (self.settings.release_on_shutdown or not shutdown):
             await self._change_visibility(records, 0)
 
     async def _batch_call(
