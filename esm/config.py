@@ -555,6 +555,13 @@ class _FunctionBase(_Model):
         _check_range(value, 128, 10240, " MB")
         return value
 
+    @field_validator("max_concurrency", check_fields=False)
+    @classmethod
+    def _check_concurrency(cls, value: int | None) -> int | None:
+        if value is not None:
+            _check_range(value, 1, 10000)
+        return value
+
 
 class HttpFunctionConfig(_FunctionBase):
     """A function reached over HTTP: the event is POSTed to `url`."""
@@ -565,6 +572,9 @@ class HttpFunctionConfig(_FunctionBase):
     """Seconds, like a Lambda function's timeout (Lambda's default is 3)."""
     memory_size: int = 128
     """Reported to the function as its memory limit, in MB."""
+    max_concurrency: int | None = None
+    """Invocations of this function at once, across every mapping (Lambda's reserved
+    concurrency); batches over the limit wait. Unset: no limit."""
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("url")
@@ -599,6 +609,7 @@ class PythonFunctionConfig(_FunctionBase):
     handler: str
     timeout: float = 3.0
     memory_size: int = 128
+    max_concurrency: int | None = None
 
     @field_validator("handler")
     @classmethod

@@ -21,6 +21,7 @@ from esm.destinations import create_destination, parse_arn
 from esm.metrics import Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.pipeline.batcher import BatchLimits
+from esm.pipeline.concurrency import ConcurrencyLimitedBackend
 from esm.pipeline.deliver import Deliverer, Discard, FunctionTarget
 from esm.pipeline.discard import OnFailureDestination
 from esm.pipeline.filter import compile_filters
@@ -187,6 +188,8 @@ class Daemon:
         config = self.config
         store = self._store or open_checkpoint_store(config.state.backend, config.state.path)
         backends: dict[str, FunctionBackend] = dict(self._given_backends)
+        # What the mappings call: each backend behind its function's concurrency limit.
+        limited: dict[str, FunctionBackend] = {}
         try:
             async with contextlib.AsyncExitStack() as stack:
                 clients = _Clients(self, stack)
@@ -197,18 +200,20 @@ class Daemon:
                         log.info("mapping disabled", mapping=mapping.mapping_id)
                         continue
                     name = mapping.function_name
-                    if name not in backends:
-                        backends[name] = create_backend(name, config.functions[name])
+                    if name not in limited:
+                        backend = backends.get(name) or create_backend(name, config.functions[name])
+                        backends[name] = backend
+                        limited[name] = self._limit(name, backend)
                     if mapping.source_kind == "sqs":
                         client = await clients.get("sqs", mapping.region)
                         self.runners[mapping.mapping_id] = self._queue_runner(
-                            mapping, client, backends[name]
+                            mapping, client, limited[name]
                         )
                         continue
                     api, polling = await self._stream_api(mapping, clients)
                     discard = await self._on_failure(mapping, clients)
                     self.runners[mapping.mapping_id] = self._create_runner(
-                        mapping, api, polling, backends[name], store, discard
+                        mapping, api, polling, limited[name], store, discard
                     )
                 await self._serve(task_status, handle_signals)
         finally:
@@ -358,6 +363,12 @@ class Daemon:
             polling.interval_seconds, MIN_POLL_INTERVAL_SECONDS, polling.records_limit
         )
 
+    def _limit(self, name: str, backend: FunctionBackend) -> FunctionBackend:
+        limit = self.config.functions[name].max_concurrency
+        if limit is None:
+            return backend
+        return ConcurrencyLimitedBackend(backend, limit, function=name, metrics=self.metrics)
+
     def _deliverer(self, mapping: MappingConfig, backend: FunctionBackend) -> Deliverer:
         function = self.config.functions[mapping.function_name]
         return Deliverer(
@@ -395,10 +406,13 @@ class Daemon:
             ),
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
             record_filter=record_filter(mapping),
-            max_concurrency=(
+            max_concurrency=min(
                 scaling.MaximumConcurrency
                 if scaling is not None and scaling.MaximumConcurrency is not None
-                else DEFAULT_MAX_CONCURRENCY
+                else DEFAULT_MAX_CONCURRENCY,
+                # Pollers beyond what the function may run at once would only wait.
+                self.config.functions[mapping.function_name].max_concurrency
+                or DEFAULT_MAX_CONCURRENCY,
             ),
             wait_time_seconds=sqs.wait_time_seconds,
             extend_visibility=sqs.extend_visibility,

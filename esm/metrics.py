@@ -112,6 +112,18 @@ class Metrics:
             ["mapping", "operation"],
             registry=r,
         )
+        self.function_waiting_batches = Gauge(
+            "esm_function_waiting_batches",
+            "Batches waiting for a slot under their function's max_concurrency.",
+            ["function"],
+            registry=r,
+        )
+        self.function_concurrent_invocations = Gauge(
+            "esm_function_concurrent_invocations",
+            "Invocations of a function running now, across its mappings (ConcurrentExecutions).",
+            ["function"],
+            registry=r,
+        )
         self.invocations = Counter(
             "esm_invocations",
             "Invocations by result: success, function_error, throttle, system_error.",
