@@ -6,12 +6,14 @@ import difflib
 import functools
 import os
 import re
+import shlex
 import time
 import types
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 from urllib.parse import urlsplit
 
@@ -65,8 +67,7 @@ SourceKind = Literal["kinesis", "dynamodb", "sqs"]
 StartingPositionType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 
 AWS_SERVICES = ("kinesis", "dynamodb", "dynamodbstreams", "sqs", "sns", "s3", "lambda", "sts")
-FUNCTION_TYPES = ("http", "python")
-FUTURE_FUNCTION_TYPES = ("command", "lambda")
+FUNCTION_TYPES = ("http", "python", "command", "lambda", "runtime", "weighted")
 
 # AWS defaults per source (CreateEventSourceMapping).
 DEFAULT_BATCH_SIZE: dict[SourceKind, int] = {"kinesis": 100, "dynamodb": 100, "sqs": 10}
@@ -563,6 +564,38 @@ class _FunctionBase(_Model):
         return value
 
 
+class HeaderSourceConfig(_Model):
+    """A header value read from the environment or a (mounted secret) file."""
+
+    env: str | None = None
+    file: str | None = None
+    prefix: str = ""
+    """Written before the value, e.g. "Bearer "."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HeaderSourceConfig:
+        if (self.env is None) == (self.file is None):
+            raise _fail("give exactly one of env or file")
+        return self
+
+
+class TlsConfig(_Model):
+    """TLS towards an https:// function endpoint."""
+
+    ca_bundle: str | None = None
+    """PEM file of the certificate authorities that sign the endpoint's certificate."""
+    client_cert: str | None = None
+    """PEM client certificate, for endpoints that require mutual TLS (with client_key)."""
+    client_key: str | None = None
+    verify: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise _fail("client_cert and client_key go together")
+        return self
+
+
 class HttpFunctionConfig(_FunctionBase):
     """A function reached over HTTP: the event is POSTed to `url`."""
 
@@ -575,7 +608,31 @@ class HttpFunctionConfig(_FunctionBase):
     max_concurrency: int | None = None
     """Invocations of this function at once, across every mapping (Lambda's reserved
     concurrency); batches over the limit wait. Unset: no limit."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str | HeaderSourceConfig] = Field(default_factory=dict)
+    """Request headers: a value, or where to read it ({env: VAR} or {file: /path}), so that
+    secrets stay out of the file; values are never logged."""
+    tls: TlsConfig = Field(default_factory=lambda: TlsConfig())
+    max_connections: int = 100
+    """Connections kept open to the endpoint (keep-alive pool)."""
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_forms(cls, value: Any) -> Any:
+        # One clear message rather than one per member of the union.
+        if isinstance(value, dict):
+            bad = [k for k, v in value.items() if not isinstance(v, str | dict)]
+            if bad:
+                raise _fail(
+                    f"{', '.join(map(str, bad))}: a header value is a string, "
+                    "{env: VARIABLE} or {file: /path}"
+                )
+        return value
+
+    @field_validator("max_connections")
+    @classmethod
+    def _check_connections(cls, value: int) -> int:
+        _check_range(value, 1, 10000)
+        return value
 
     @field_validator("url")
     @classmethod
@@ -586,7 +643,9 @@ class HttpFunctionConfig(_FunctionBase):
 
     @field_validator("headers")
     @classmethod
-    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _check_headers(
+        cls, value: dict[str, str | HeaderSourceConfig]
+    ) -> dict[str, str | HeaderSourceConfig]:
         problems = [
             f"{_show(name)} is not a valid header name"
             for name in value
@@ -595,7 +654,7 @@ class HttpFunctionConfig(_FunctionBase):
         problems += [
             f"{name}: the value must be on one line"
             for name, text in value.items()
-            if "\n" in text or "\r" in text
+            if isinstance(text, str) and ("\n" in text or "\r" in text)
         ]
         if problems:
             raise _fail(*problems)
@@ -623,23 +682,174 @@ class PythonFunctionConfig(_FunctionBase):
         return value
 
 
-FunctionConfig = Annotated[HttpFunctionConfig | PythonFunctionConfig, Field(discriminator="type")]
+class CommandFunctionConfig(_FunctionBase):
+    """A command in any language: the event on stdin, the answer on stdout (per batch), or a
+    pool of long-lived workers speaking newline-delimited JSON (persistent)."""
+
+    type: Literal["command"]
+    command: list[str] | str
+    """The program and its arguments; a string is split like a shell would (no shell runs)."""
+    mode: Literal["per-batch", "persistent"] = "per-batch"
+    workers: int = 1
+    """Persistent mode: worker processes, that is invocations at once."""
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    timeout: float = 3.0
+    memory_size: int = 128
+    max_concurrency: int | None = None
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, value: int) -> int:
+        _check_range(value, 1, 1000)
+        return value
+
+    @property
+    def argv(self) -> list[str]:
+        return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
+
+    @model_validator(mode="after")
+    def _check_command(self) -> CommandFunctionConfig:
+        if not self.argv:
+            raise _fail("command: give the program to run")
+        return self
+
+
+class LambdaFunctionConfig(_FunctionBase):
+    """A real Lambda function (or anything speaking the Lambda Invoke API, like LocalStack)."""
+
+    type: Literal["lambda"]
+    function_name: str | None = None
+    """The Lambda function: a name, `name:alias`, or an ARN; the key under `functions` if unset."""
+    qualifier: str | None = None
+    """A version or alias."""
+    region: str | None = None
+    """Where the function is; the mapping's region if unset (an ARN names its own)."""
+    timeout: float = 900.0
+    """How long esm waits for the Invoke call; Lambda enforces the function's own timeout."""
+    memory_size: int = 128
+    max_concurrency: int | None = None
+
+
+class RuntimeFunctionConfig(_FunctionBase):
+    """esm serves the Lambda Runtime API; an unmodified Lambda runtime pulls invocations."""
+
+    type: Literal["runtime"]
+    listen: str = "127.0.0.1:9001"
+    """Where the Runtime API listens (AWS_LAMBDA_RUNTIME_API of the runtime clients)."""
+    timeout: float = 3.0
+    memory_size: int = 128
+    max_concurrency: int | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _fail(f"{_show(value)} must be host:port")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class WeightedTarget(_Model):
+    function: str
+    weight: float
+
+    @field_validator("weight")
+    @classmethod
+    def _check_weight(cls, value: float) -> float:
+        if not value > 0:
+            raise _fail(f"{_show(value)} must be greater than 0")
+        return value
+
+
+class WeightedFunctionConfig(_FunctionBase):
+    """Like a Lambda alias with weights: each batch goes to one target function, at random
+    by weight (canary releases)."""
+
+    type: Literal["weighted"]
+    targets: list[WeightedTarget]
+    timeout: float = 900.0
+    """Unused: each target applies its own."""
+    memory_size: int = 128
+    max_concurrency: int | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _check_targets(cls, value: list[WeightedTarget]) -> list[WeightedTarget]:
+        if len(value) < 2:
+            raise _fail("give at least two targets")
+        return value
+
+
+class PluginFunctionConfig(_FunctionBase):
+    """A backend from another package, registered under the entry-point group esm.backends."""
+
+    type: Literal["plugin"]
+    plugin: str
+    """The entry point's name: what the configuration wrote as `type`."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    timeout: float = 3.0
+    memory_size: int = 128
+    max_concurrency: int | None = None
+
+
+FunctionConfig = Annotated[
+    HttpFunctionConfig
+    | PythonFunctionConfig
+    | CommandFunctionConfig
+    | LambdaFunctionConfig
+    | RuntimeFunctionConfig
+    | WeightedFunctionConfig
+    | PluginFunctionConfig,
+    Field(discriminator="type"),
+]
+
+
+def _function_target(function: FunctionConfig) -> str:
+    """What a function runs, in a few words, for `esm validate`."""
+    if isinstance(function, HttpFunctionConfig):
+        return function.url
+    if isinstance(function, PythonFunctionConfig):
+        return function.handler
+    if isinstance(function, CommandFunctionConfig):
+        return f"{shlex.join(function.argv)} ({function.mode})"
+    if isinstance(function, LambdaFunctionConfig):
+        return function.function_name or "(the function's key)"
+    if isinstance(function, RuntimeFunctionConfig):
+        return f"Runtime API on {function.listen}"
+    if isinstance(function, WeightedFunctionConfig):
+        return ", ".join(f"{t.function} {t.weight:g}" for t in function.targets)
+    return f"plugin {function.plugin}"
+
+
+def backend_plugins() -> dict[str, Any]:
+    """Entry points registered under `esm.backends`, by name."""
+    return {ep.name: ep for ep in entry_points(group="esm.backends")}
 
 
 def _check_function_type(value: Any) -> Any:
-    """Say plainly what is wrong with `type` before the tagged union does, tersely."""
+    """Say plainly what is wrong with `type` before the tagged union does, tersely; a type
+    that names a backend plugin becomes a plugin function with that plugin."""
     if not isinstance(value, dict):
         raise _fail(f"must be a mapping with a type ({', '.join(FUNCTION_TYPES)})")
     kind = value.get("type")
     if kind is None:
         raise _fail(f"type is required: one of {', '.join(FUNCTION_TYPES)}")
-    if kind in FUTURE_FUNCTION_TYPES:
-        raise _fail(f"type {kind!r} is not supported yet: use one of {', '.join(FUNCTION_TYPES)}")
-    if kind not in FUNCTION_TYPES:
-        raise _fail(
-            f"unknown type {_show(kind)}: must be one of {', '.join(FUNCTION_TYPES)} "
-            f"({' and '.join(FUTURE_FUNCTION_TYPES)} are not supported yet)"
-        )
+    if kind in FUNCTION_TYPES:
+        return value
+    plugins = backend_plugins()
+    if isinstance(kind, str) and kind in plugins:
+        return {**value, "type": "plugin", "plugin": kind}
+    known = [*FUNCTION_TYPES, *sorted(plugins)]
+    raise _fail(f"unknown type {_show(kind)}: must be one of {', '.join(known)}")
     return value
 
 
@@ -1065,6 +1275,28 @@ class EsmConfig(_Model):
                 data["functions"] = {}
         return data
 
+    @model_validator(mode="after")
+    def _check_weighted_targets(self) -> EsmConfig:
+        problems = []
+        for name, function in self.functions.items():
+            if not isinstance(function, WeightedFunctionConfig):
+                continue
+            for target in function.targets:
+                other = self.functions.get(target.function)
+                if other is None:
+                    problems.append(
+                        f"functions.{name}.targets: {target.function!r} is not a function "
+                        "of this file"
+                    )
+                elif isinstance(other, WeightedFunctionConfig):
+                    problems.append(
+                        f"functions.{name}.targets: {target.function!r} is weighted itself; "
+                        "targets must be plain functions"
+                    )
+        if problems:
+            raise _fail(*problems)
+        return self
+
     @field_validator("mappings")
     @classmethod
     def _check_mappings(cls, value: list[MappingConfig]) -> list[MappingConfig]:
@@ -1409,7 +1641,7 @@ def describe_config(config: EsmConfig) -> str:
             f"{start}, {'enabled' if mapping.Enabled else 'disabled'}"
         )
     for name, function in config.functions.items():
-        target = function.url if isinstance(function, HttpFunctionConfig) else function.handler
+        target = _function_target(function)
         lines.append(
             f"function {name}: {function.type} {target} "
             f"(timeout {function.timeout:g}s, memory {function.memory_size} MB)"

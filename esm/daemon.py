@@ -16,8 +16,10 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from esm.admin import AdminServer
+from esm.backends.runtime import RuntimeApiBackend
 from esm.checkpoints import open_checkpoint_store
 from esm.destinations import create_destination, parse_arn
+from esm.errors import BackendError
 from esm.metrics import Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.pipeline.batcher import BatchLimits
@@ -47,15 +49,32 @@ log = structlog.get_logger("esm.daemon")
 
 # Connections per AWS client: one per shard being read at once, with room to spare.
 _MAX_POOL_CONNECTIONS = 64
+# Lambda's longest function timeout is 900 s; the Invoke call may take that long.
+_LAMBDA_READ_TIMEOUT_SECONDS = 910
 
 
 def create_backend(name: str, config: FunctionConfig) -> FunctionBackend:
-    """The backend for a configured function (imports only the backend that is used)."""
+    """The backend of a function that needs nothing but its configuration (imports only the
+    backend that is used). Lambda and weighted functions are built by the daemon."""
     if config.type == "http":
-        from esm.backends.http import HttpBackend
+        from esm.backends.http import HeaderSource, HttpBackend
 
+        headers: dict[str, str | HeaderSource] = {
+            key: value
+            if isinstance(value, str)
+            else HeaderSource(value.env, value.file, value.prefix)
+            for key, value in config.headers.items()
+        }
         return HttpBackend(
-            config.url, timeout=config.timeout, headers=config.headers, function_name=name
+            config.url,
+            timeout=config.timeout,
+            headers=headers,
+            function_name=name,
+            max_connections=config.max_connections,
+            ca_bundle=config.tls.ca_bundle,
+            client_cert=config.tls.client_cert,
+            client_key=config.tls.client_key,
+            verify_tls=config.tls.verify,
         )
     if config.type == "python":
         from esm.backends.python import PythonBackend
@@ -66,7 +85,37 @@ def create_backend(name: str, config: FunctionConfig) -> FunctionBackend:
             function_name=name,
             memory_size=config.memory_size,
         )
-    raise ValueError(f"function {name}: unknown backend type {config.type!r}")
+    if config.type == "command":
+        from esm.backends.command import CommandBackend
+
+        return CommandBackend(
+            config.argv,
+            mode=config.mode,
+            timeout=config.timeout,
+            function_name=name,
+            workers=config.workers,
+            env=config.env,
+            cwd=config.cwd,
+        )
+    if config.type == "runtime":
+        return RuntimeApiBackend(
+            host=config.host,
+            port=config.port,
+            function_name=name,
+            timeout=config.timeout,
+            memory_size=config.memory_size,
+        )
+    if config.type == "plugin":
+        from esm.backends.plugins import create_plugin_backend
+
+        return create_plugin_backend(
+            config.plugin,
+            name,
+            config.options,
+            timeout=config.timeout,
+            memory_size=config.memory_size,
+        )
+    raise BackendError(f"function {name}: type {config.type} is built by the daemon")
 
 
 def function_arn(mapping: MappingConfig) -> str:
@@ -92,6 +141,12 @@ def starting_position(mapping: MappingConfig) -> StartPosition:
         IteratorType(mapping.starting_position or "TRIM_HORIZON"),
         timestamp=mapping.starting_position_timestamp,
     )
+
+
+def _arn_region(function_name: str) -> str | None:
+    """The region of a Lambda ARN (`arn:aws:lambda:REGION:...`), None for a plain name."""
+    parts = function_name.split(":")
+    return parts[3] if function_name.startswith("arn:") and len(parts) > 3 else None
 
 
 @dataclass(frozen=True)
@@ -201,8 +256,7 @@ class Daemon:
                         continue
                     name = mapping.function_name
                     if name not in limited:
-                        backend = backends.get(name) or create_backend(name, config.functions[name])
-                        backends[name] = backend
+                        backend = await self._backend(name, mapping.region, backends, clients)
                         limited[name] = self._limit(name, backend)
                     if mapping.source_kind == "sqs":
                         client = await clients.get("sqs", mapping.region)
@@ -276,6 +330,15 @@ class Daemon:
             read_timeout=30,
             max_pool_connections=_MAX_POOL_CONNECTIONS,
         )
+        if service == "lambda":
+            # An invocation may run 15 minutes, and a retried Invoke would run the function
+            # twice: esm's own delivery retries, the client never does.
+            client_config = AioConfig(
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=5,
+                read_timeout=_LAMBDA_READ_TIMEOUT_SECONDS,
+                max_pool_connections=_MAX_POOL_CONNECTIONS,
+            )
         async with session.create_client(
             service,
             region_name=region,
@@ -362,6 +425,48 @@ class Daemon:
         return api, _Polling(
             polling.interval_seconds, MIN_POLL_INTERVAL_SECONDS, polling.records_limit
         )
+
+    async def _backend(
+        self,
+        name: str,
+        region: str,
+        backends: dict[str, FunctionBackend],
+        clients: _Clients,
+    ) -> FunctionBackend:
+        """The backend of function `name`, created once and kept in `backends`."""
+        if name in backends:
+            return backends[name]
+        config = self.config.functions[name]
+        backend: FunctionBackend
+        if config.type == "lambda":
+            from esm.backends.lambda_ import LambdaBackend
+
+            function_name = config.function_name or name
+            where = config.region or _arn_region(function_name) or region
+            backend = LambdaBackend(
+                await clients.get("lambda", where),
+                function_name=function_name,
+                qualifier=config.qualifier,
+                timeout=config.timeout,
+            )
+        elif config.type == "weighted":
+            from esm.backends.weighted import WeightedBackend
+
+            chosen = self.metrics.weighted_choices
+            targets = [
+                (t.function, await self._backend(t.function, region, backends, clients), t.weight)
+                for t in config.targets
+            ]
+            backend = WeightedBackend(
+                targets, on_choice=lambda target: chosen.labels(name, target).inc()
+            )
+        else:
+            backend = create_backend(name, config)
+            if isinstance(backend, RuntimeApiBackend):
+                # Runtime clients connect as soon as they start: listen before any invocation.
+                await backend.start()
+        backends[name] = backend
+        return backend
 
     def _limit(self, name: str, backend: FunctionBackend) -> FunctionBackend:
         limit = self.config.functions[name].max_concurrency

@@ -124,6 +124,12 @@ class Metrics:
             ["function"],
             registry=r,
         )
+        self.weighted_choices = Counter(
+            "esm_weighted_invocations",
+            "Invocations of a weighted function by the target chosen for them.",
+            ["function", "target"],
+            registry=r,
+        )
         self.invocations = Counter(
             "esm_invocations",
             "Invocations by result: success, function_error, throttle, system_error.",

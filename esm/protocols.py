@@ -95,3 +95,17 @@ class Clock(Protocol):
 
 
 ShardList = Sequence[ShardInfo]
+
+
+class BackendFactory(Protocol):
+    """What a backend plugin registers under the entry-point group `esm.backends`.
+
+    esm calls it once per configured function whose `type` is the entry point's name, with
+    the function's name, its `options` mapping from the configuration, and the timeout and
+    memory size every function has. It returns the backend, or raises
+    `esm.errors.BackendError` with a clear message when the options are wrong.
+    """
+
+    def __call__(
+        self, name: str, options: Mapping[str, Any], *, timeout: float, memory_size: int
+    ) -> FunctionBackend: ...

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import re
+import ssl
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NoReturn
 
 import aiohttp
 import anyio
+import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -32,9 +36,34 @@ CONNECT_TIMEOUT_SECONDS: Final = 5.0
 # Idle pooled connections are closed before a typical server's own keep-alive limit would
 # close them under us (a request on a connection the server just closed fails).
 KEEPALIVE_SECONDS: Final = 4.0
+# aiohttp's own default; an invocation waiting for a free connection spends its timeout.
+DEFAULT_MAX_CONNECTIONS: Final = 100
+# How often a header file is checked for a new version. Kubernetes takes up to a minute to
+# publish a rotated secret to the pod, so a few more seconds do not matter.
+SECRET_CHECK_SECONDS: Final = 5.0
 
-_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+_NO_HEADERS: Final[Mapping[str, str | HeaderSource]] = MappingProxyType({})
 _NAME_PARTS = re.compile(r"[^A-Za-z0-9]+")
+
+log = structlog.get_logger("esm.backends.http")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSource:
+    """Where a header's value comes from when it must not be written in the configuration.
+
+    Exactly one of `env` (an environment variable, read once when the backend is created) and
+    `file` (a file such as a mounted Kubernetes secret, re-read when it changes) is set; the
+    value sent is `prefix` (e.g. "Bearer ") followed by the variable's or file's content.
+    """
+
+    env: str | None = None
+    file: str | None = None
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a HeaderSource takes exactly one of env= and file=")
 
 
 class HttpBackend:
@@ -42,6 +71,13 @@ class HttpBackend:
 
     Each invocation is one POST of the event JSON to `url` on a pooled keep-alive connection;
     docs/backends.md describes the request headers and how each answer is classified.
+
+    `max_connections` bounds the pool (requests beyond it wait for a free connection, inside
+    their timeout). For https:// URLs the server is verified against `ca_bundle` (a PEM file;
+    the system's CAs when None) unless `verify_tls` is False, and `client_cert` / `client_key`
+    (PEM files; the key may be inside the certificate file) authenticate esm for mutual TLS.
+    A header value is either the text to send or a `HeaderSource`; header values are secrets
+    and never appear in reprs, errors or logs.
     """
 
     def __init__(
@@ -49,8 +85,14 @@ class HttpBackend:
         url: str,
         *,
         timeout: float,
-        headers: Mapping[str, str] = _NO_HEADERS,
+        headers: Mapping[str, str | HeaderSource] = _NO_HEADERS,
         function_name: str,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        ca_bundle: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        verify_tls: bool = True,
+        secret_check_interval: float = SECRET_CHECK_SECONDS,
     ) -> None:
         try:
             parsed = URL(url)
@@ -63,10 +105,47 @@ class HttpBackend:
             )
         if timeout <= 0:
             raise BackendError(f"function {function_name!r}: timeout must be positive")
+        if isinstance(max_connections, bool) or max_connections < 1:
+            raise BackendError(f"function {function_name!r}: max_connections must be at least 1")
+        tls_options = {
+            "ca_bundle": ca_bundle,
+            "client_cert": client_cert,
+            "client_key": client_key,
+        }
+        tls_set = [name for name, value in tls_options.items() if value is not None]
+        if not verify_tls:
+            tls_set.append("verify_tls")
+        if parsed.scheme != "https" and tls_set:
+            # Sending over plain HTTP what was meant to be verified or authenticated is
+            # worse than not starting.
+            raise BackendError(
+                f"function {function_name!r}: {', '.join(tls_set)}: TLS settings apply only "
+                "to https:// urls"
+            )
         self.url = parsed
         self.timeout = timeout
         self.function_name = function_name
-        self._headers = CIMultiDict(headers)
+        self.max_connections = max_connections
+        self._ssl: ssl.SSLContext | None = None
+        if parsed.scheme == "https":
+            self._ssl = _tls_context(
+                function_name,
+                ca_bundle=ca_bundle,
+                client_cert=client_cert,
+                client_key=client_key,
+                verify=verify_tls,
+            )
+        self._headers: CIMultiDict[str] = CIMultiDict()
+        self._file_headers: list[_FileHeader] = []
+        for name, value in headers.items():
+            if isinstance(value, HeaderSource) and value.file is not None:
+                self._file_headers.append(
+                    _FileHeader(
+                        name, value.file, value.prefix, function_name, secret_check_interval
+                    )
+                )
+            else:
+                self._headers[name] = _static_header(function_name, name, value)
         self._headers.setdefault("User-Agent", f"esm/{__version__}")
         self._headers["Content-Type"] = "application/json"
         self._session: aiohttp.ClientSession | None = None
@@ -79,7 +158,11 @@ class HttpBackend:
         # Created on first use so that it belongs to the running event loop.
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
+                connector=aiohttp.TCPConnector(
+                    limit=self.max_connections,
+                    keepalive_timeout=KEEPALIVE_SECONDS,
+                    ssl=True if self._ssl is None else self._ssl,
+                ),
                 # The invocation deadline bounds each request; aiohttp's own total timeout
                 # (5 minutes by default) would cut off functions allowed up to 15.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS),
@@ -121,11 +204,15 @@ class HttpBackend:
     async def _post(
         self, session: aiohttp.ClientSession, invocation: Invocation, started: float
     ) -> InvokeResult:
-        headers = {
-            "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
-            "Lambda-Runtime-Deadline-Ms": str(int(invocation.deadline * 1000)),
-            "Lambda-Runtime-Invoked-Function-Arn": invocation.function_arn,
-        }
+        headers: CIMultiDict[str] = CIMultiDict()
+        now = time.monotonic()
+        for file_header in self._file_headers:
+            headers[file_header.name] = file_header.value(now)
+        # Set after the configured headers so that none of them can replace these.
+        headers["Content-Type"] = "application/json"
+        headers["Lambda-Runtime-Aws-Request-Id"] = invocation.request_id
+        headers["Lambda-Runtime-Deadline-Ms"] = str(int(invocation.deadline * 1000))
+        headers["Lambda-Runtime-Invoked-Function-Arn"] = invocation.function_arn
         for name, value in invocation.extra.items():
             headers[extra_header_name(name)] = _header_value(value)
         async with session.post(
@@ -147,6 +234,164 @@ class HttpBackend:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+class _FileHeader:
+    """A header whose value is a file's content, read again once the file has changed."""
+
+    __slots__ = (
+        "_checked_at",
+        "_failing",
+        "_interval",
+        "_value",
+        "_version",
+        "name",
+        "path",
+        "prefix",
+    )
+
+    def __init__(
+        self, name: str, path: str, prefix: str, function_name: str, interval: float
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.prefix = prefix
+        self._interval = interval
+        try:
+            self._version = _file_version(path)
+            self._value = prefix + _read_secret(path)
+        except (OSError, _UnusableSecret) as exc:
+            raise BackendError(
+                f"function {function_name!r}: header {name!r}: cannot use {path}: {_reason(exc)}"
+            ) from None
+        self._checked_at = time.monotonic()
+        self._failing = False
+
+    def __repr__(self) -> str:
+        return f"_FileHeader({self.name!r}, file={self.path!r})"
+
+    def value(self, now: float) -> str:
+        if now - self._checked_at >= self._interval:
+            self._checked_at = now
+            self._refresh()
+        return self._value
+
+    def _refresh(self) -> None:
+        # A stat every few seconds is cheap enough to do inline on the event loop; the file is
+        # only read again when it has changed. The version is taken before the read, so a
+        # change racing the read is seen at the next check.
+        try:
+            version = _file_version(self.path)
+            if version == self._version:
+                return
+            value = self.prefix + _read_secret(self.path)
+        except (OSError, _UnusableSecret) as exc:
+            # Mid-rotation or briefly unmounted: the previous value is the best there is.
+            if not self._failing:
+                log.warning(
+                    "header file unusable, keeping its previous value",
+                    header=self.name,
+                    file=self.path,
+                    error=_reason(exc),
+                )
+            self._failing = True
+            return
+        self._value = value
+        self._version = version
+        self._failing = False
+        log.info("header file changed, using its new value", header=self.name, file=self.path)
+
+
+class _UnusableSecret(Exception):
+    """A secret file whose content cannot be a header value; the message never quotes it."""
+
+
+def _file_version(path: str) -> tuple[int, int, int, int]:
+    # The inode catches Kubernetes' rotation (a new file behind a swapped symlink) even when
+    # the modification time did not move; size and mtime catch rewrites in place.
+    stat = os.stat(path)
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _read_secret(path: str) -> str:
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        # The decode error's message quotes the offending byte, a piece of the secret.
+        raise _UnusableSecret("the file is not UTF-8 text") from None
+    text = text.rstrip("\r\n")
+    if "\n" in text or "\r" in text:
+        raise _UnusableSecret("the value must be on one line")
+    return text
+
+
+def _static_header(function_name: str, name: str, value: str | HeaderSource) -> str:
+    """The value of a header given as text or as an environment variable."""
+    if isinstance(value, HeaderSource):
+        assert value.env is not None
+        text = os.environ.get(value.env)
+        if text is None:
+            raise BackendError(
+                f"function {function_name!r}: header {name!r}: environment variable "
+                f"{value.env!r} is not set"
+            )
+        text = value.prefix + text.rstrip("\r\n")
+    else:
+        text = value
+    if "\n" in text or "\r" in text:
+        raise BackendError(
+            f"function {function_name!r}: header {name!r}: the value must be on one line"
+        )
+    return text
+
+
+def _tls_context(
+    function_name: str,
+    *,
+    ca_bundle: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    verify: bool,
+) -> ssl.SSLContext:
+    """The TLS settings of every connection to the function, built once."""
+    if client_key is not None and client_cert is None:
+        raise BackendError(f"function {function_name!r}: client_key needs client_cert")
+    try:
+        # With a bundle, only its CAs are trusted (as curl --cacert does).
+        context = ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise BackendError(
+            f"function {function_name!r}: cannot load ca_bundle {ca_bundle}: {_reason(exc)}"
+        ) from None
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        log.warning("TLS certificate verification is off", function=function_name)
+    if client_cert is not None:
+
+        def no_password() -> NoReturn:
+            # Without a callback OpenSSL would prompt on the terminal and hang the start.
+            raise _UnusableSecret("the key is encrypted; esm needs an unencrypted key")
+
+        try:
+            context.load_cert_chain(client_cert, client_key, password=no_password)
+        except (OSError, ssl.SSLError, _UnusableSecret) as exc:
+            files = client_cert if client_key is None else f"{client_cert} and {client_key}"
+            raise BackendError(
+                f"function {function_name!r}: cannot load the client certificate from "
+                f"{files}: {_reason(exc)}"
+            ) from None
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def classify(

@@ -975,12 +975,14 @@ def test_function_types() -> None:
 
 
 FUNCTION_REJECTED: list[tuple[Any, list[str]]] = [
+    ({"type": "command", "command": []}, ["functions.f", "give the program to run"]),
+    ({"type": "command", "command": "./run", "mode": "daemon"}, ["functions.f.mode", "per-batch"]),
+    ({"type": "runtime", "listen": "9001"}, ["functions.f.listen", "host:port"]),
+    ({"type": "weighted", "targets": [{"function": "g", "weight": 1}]}, ["at least two"]),
     (
-        {"type": "command", "command": ["./run"]},
-        ["functions.f: type 'command' is not supported yet"],
+        {"type": "grpc"},
+        ["functions.f: unknown type 'grpc'", "http, python, command, lambda", "example-echo"],
     ),
-    ({"type": "lambda"}, ["functions.f: type 'lambda' is not supported yet"]),
-    ({"type": "grpc"}, ["functions.f: unknown type 'grpc'", "http, python"]),
     ({"url": "http://x"}, ["functions.f: type is required", "http, python"]),
     ({"type": "http"}, ["functions.f.url: is required"]),
     ({"type": "http", "url": "ftp://x"}, ["functions.f.url: 'ftp://x'", "http:// or https://"]),
@@ -1006,7 +1008,7 @@ FUNCTION_REJECTED: list[tuple[Any, list[str]]] = [
     ),
     (
         {"type": "http", "url": "http://x", "headers": {"X-Id": 5}},
-        ["functions.f.headers.X-Id", "valid string"],
+        ["functions.f.headers: X-Id", "a header value is a string"],
     ),
     (
         {"type": "python", "handler": "app/handlers.py"},
