@@ -1660,26 +1660,40 @@ class FakeSqsClient:
         return {}
 
     async def delete_message_batch(self, **kwargs: Any) -> Mapping[str, Any]:
+        return await self._batch(
+            "DeleteMessageBatch",
+            kwargs,
+            lambda queue, entry: self._delete(queue, entry["ReceiptHandle"]),
+        )
+
+    async def _batch(
+        self,
+        operation: str,
+        kwargs: Mapping[str, Any],
+        apply: Callable[[_FakeSqsQueue, Mapping[str, Any]], None],
+    ) -> Mapping[str, Any]:
+        """A batch call: each entry applied on its own, failures reported per entry."""
         url = kwargs["QueueUrl"]
-        self._start("DeleteMessageBatch", url)
+        self._start(operation, url)
         await anyio.lowlevel.checkpoint()
-        self._maybe_fail("DeleteMessageBatch")
+        self._maybe_fail(operation)
         queue = self._queue(url)
         entries = list(kwargs.get("Entries") or [])
         self._check_batch(entries)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for entry in entries:
-            injected = self._entry_failure("DeleteMessageBatch")
+            injected = self._entry_failure(operation)
             if injected is not None:
                 failed.append(self._failed(entry["Id"], injected, "injected", sender_fault=False))
                 continue
             try:
-                self._delete(queue, entry["ReceiptHandle"])
+                apply(queue, entry)
                 successful.append({"Id": entry["Id"]})
             except FakeClientError as error:
                 code, text = error.response["Error"]["Code"], error.response["Error"]["Message"]
                 failed.append(self._failed(entry["Id"], code, text, sender_fault=True))
+        await self._notify()
         return {"Successful": successful, "Failed": failed}
 
     async def change_message_visibility(self, **kwargs: Any) -> Mapping[str, Any]:
@@ -1693,27 +1707,10 @@ class FakeSqsClient:
         return {}
 
     async def change_message_visibility_batch(self, **kwargs: Any) -> Mapping[str, Any]:
-        url = kwargs["QueueUrl"]
-        self._start("ChangeMessageVisibilityBatch", url)
-        await anyio.lowlevel.checkpoint()
-        self._maybe_fail("ChangeMessageVisibilityBatch")
-        queue = self._queue(url)
-        entries = list(kwargs.get("Entries") or [])
-        self._check_batch(entries)
-        successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for entry in entries:
-            injected = self._entry_failure("ChangeMessageVisibilityBatch")
-            if injected is not None:
-                failed.append(self._failed(entry["Id"], injected, "injected", sender_fault=False))
-                continue
-            try:
-                self._change_visibility(
-                    queue, entry["ReceiptHandle"], entry.get("VisibilityTimeout")
-                )
-                successful.append({"Id": entry["Id"]})
-            except FakeClientError as error:
-                code, text = error.response["Error"]["Code"], error.response["Error"]["Message"]
-                failed.append(self._failed(entry["Id"], code, text, sender_fault=True))
-        await self._notify()
-        return {"Successful": successful, "Failed": failed}
+        return await self._batch(
+            "ChangeMessageVisibilityBatch",
+            kwargs,
+            lambda queue, entry: self._change_visibility(
+                queue, entry["ReceiptHandle"], entry.get("VisibilityTimeout")
+            ),
+        )
