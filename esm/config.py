@@ -541,7 +541,17 @@ class SqsConfig(_Model):
 
 
 class _FunctionBase(_Model):
-    @field_validator("timeout", check_fields=False)
+    """What every function has, whatever runs it."""
+
+    timeout: float = 3.0
+    """Seconds, like a Lambda function's timeout (Lambda's default is 3)."""
+    memory_size: int = 128
+    """Reported to the function as its memory limit, in MB."""
+    max_concurrency: int | None = None
+    """Invocations of this function at once, across every mapping (Lambda's reserved
+    concurrency); batches over the limit wait. Unset: no limit."""
+
+    @field_validator("timeout")
     @classmethod
     def _check_timeout(cls, value: float) -> float:
         if not 0 < value <= 900:
@@ -550,13 +560,13 @@ class _FunctionBase(_Model):
             )
         return value
 
-    @field_validator("memory_size", check_fields=False)
+    @field_validator("memory_size")
     @classmethod
     def _check_memory(cls, value: int) -> int:
         _check_range(value, 128, 10240, " MB")
         return value
 
-    @field_validator("max_concurrency", check_fields=False)
+    @field_validator("max_concurrency")
     @classmethod
     def _check_concurrency(cls, value: int | None) -> int | None:
         if value is not None:
@@ -601,13 +611,6 @@ class HttpFunctionConfig(_FunctionBase):
 
     type: Literal["http"]
     url: str
-    timeout: float = 3.0
-    """Seconds, like a Lambda function's timeout (Lambda's default is 3)."""
-    memory_size: int = 128
-    """Reported to the function as its memory limit, in MB."""
-    max_concurrency: int | None = None
-    """Invocations of this function at once, across every mapping (Lambda's reserved
-    concurrency); batches over the limit wait. Unset: no limit."""
     headers: dict[str, str | HeaderSourceConfig] = Field(default_factory=dict)
     """Request headers: a value, or where to read it ({env: VAR} or {file: /path}), so that
     secrets stay out of the file; values are never logged."""
@@ -666,9 +669,6 @@ class PythonFunctionConfig(_FunctionBase):
 
     type: Literal["python"]
     handler: str
-    timeout: float = 3.0
-    memory_size: int = 128
-    max_concurrency: int | None = None
 
     @field_validator("handler")
     @classmethod
@@ -694,9 +694,6 @@ class CommandFunctionConfig(_FunctionBase):
     """Persistent mode: worker processes, that is invocations at once."""
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
-    timeout: float = 3.0
-    memory_size: int = 128
-    max_concurrency: int | None = None
 
     @field_validator("workers")
     @classmethod
@@ -727,8 +724,6 @@ class LambdaFunctionConfig(_FunctionBase):
     """Where the function is; the mapping's region if unset (an ARN names its own)."""
     timeout: float = 900.0
     """How long esm waits for the Invoke call; Lambda enforces the function's own timeout."""
-    memory_size: int = 128
-    max_concurrency: int | None = None
 
 
 class RuntimeFunctionConfig(_FunctionBase):
@@ -737,9 +732,6 @@ class RuntimeFunctionConfig(_FunctionBase):
     type: Literal["runtime"]
     listen: str = "127.0.0.1:9001"
     """Where the Runtime API listens (AWS_LAMBDA_RUNTIME_API of the runtime clients)."""
-    timeout: float = 3.0
-    memory_size: int = 128
-    max_concurrency: int | None = None
 
     @field_validator("listen")
     @classmethod
@@ -778,8 +770,6 @@ class WeightedFunctionConfig(_FunctionBase):
     targets: list[WeightedTarget]
     timeout: float = 900.0
     """Unused: each target applies its own."""
-    memory_size: int = 128
-    max_concurrency: int | None = None
 
     @field_validator("targets")
     @classmethod
@@ -796,9 +786,6 @@ class PluginFunctionConfig(_FunctionBase):
     plugin: str
     """The entry point's name: what the configuration wrote as `type`."""
     options: dict[str, Any] = Field(default_factory=dict)
-    timeout: float = 3.0
-    memory_size: int = 128
-    max_concurrency: int | None = None
 
 
 FunctionConfig = Annotated[
@@ -1466,8 +1453,12 @@ def _function_tag(model: Any) -> str | None:
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
+    # A model's own keys first, then the ones every model of its kind shares (a function's
+    # timeout, memory_size, max_concurrency): what tells models apart reads first.
+    own = set(model.__annotations__)
+    fields = sorted(model.model_fields.items(), key=lambda item: item[0] not in own)
     keys: list[str] = []
-    for name, field in model.model_fields.items():
+    for name, field in fields:
         alias = field.validation_alias
         if isinstance(alias, AliasChoices):
             keys.extend(str(choice) for choice in alias.choices)
