@@ -118,6 +118,13 @@ def create_backend(name: str, config: FunctionConfig) -> FunctionBackend:
     raise BackendError(f"function {name}: type {config.type} is built by the daemon")
 
 
+def _one_line(exc: BaseException) -> str:
+    """`Type: message` of an error, or of each error inside a task group's exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_one_line(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
 def function_arn(mapping: MappingConfig) -> str:
     return f"arn:aws:lambda:{mapping.region}:{mapping.account}:function:{mapping.function_name}"
 
@@ -127,13 +134,37 @@ def identity_arn(mapping: MappingConfig) -> str:
     return f"arn:aws:iam::{mapping.account}:role/esm"
 
 
-def record_filter(mapping: MappingConfig) -> Callable[[Record], bool] | None:
-    """The mapping's FilterCriteria, compiled once; None when it has no filters."""
+def record_filter(mapping: MappingConfig, metrics: Metrics) -> Callable[[Record], bool] | None:
+    """The mapping's FilterCriteria, compiled once; None when it has no filters.
+
+    A record the filter fails on (an exception, not a mismatch) is delivered: the function
+    sees one record too many rather than esm losing one. The first such failure is logged,
+    every one is counted.
+    """
     patterns = mapping.filter_patterns
     if not patterns:
         return None
     compiled = compile_filters(patterns, source=mapping.source_kind)
-    return lambda record: compiled.matches(record.entry)
+    logged = False
+
+    def matches(record: Record) -> bool:
+        nonlocal logged
+        try:
+            return compiled.matches(record.entry)
+        except Exception as exc:
+            metrics.contained_errors.labels(mapping.mapping_id, "filter").inc()
+            if not logged:
+                logged = True
+                log.error(
+                    "FilterCriteria failed on a record; delivering it unfiltered "
+                    "(later failures are only counted)",
+                    mapping=mapping.mapping_id,
+                    sequence=record.sequence,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            return True
+
+    return matches
 
 
 def starting_position(mapping: MappingConfig) -> StartPosition:
@@ -192,6 +223,7 @@ class Daemon:
         self._given_backends = dict(backends or {})
         self._store = store
         self.runners: dict[str, ShardedStreamRunner | QueueRunner] = {}
+        self._factories: dict[str, Callable[[], ShardedStreamRunner | QueueRunner]] = {}
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stop_requested = anyio.Event()
@@ -258,17 +290,10 @@ class Daemon:
                     if name not in limited:
                         backend = await self._backend(name, mapping.region, backends, clients)
                         limited[name] = self._limit(name, backend)
-                    if mapping.source_kind == "sqs":
-                        client = await clients.get("sqs", mapping.region)
-                        self.runners[mapping.mapping_id] = self._queue_runner(
-                            mapping, client, limited[name]
-                        )
-                        continue
-                    api, polling = await self._stream_api(mapping, clients)
-                    discard = await self._on_failure(mapping, clients)
-                    self.runners[mapping.mapping_id] = self._create_runner(
-                        mapping, api, polling, limited[name], store, discard
+                    self._factories[mapping.mapping_id] = await self._runner_factory(
+                        mapping, clients, limited[name], store
                     )
+                    self.runners[mapping.mapping_id] = self._factories[mapping.mapping_id]()
                 await self._serve(task_status, handle_signals)
         finally:
             # Close only what this daemon opened; what the caller passed in is the caller's.
@@ -297,12 +322,41 @@ class Daemon:
             if handle_signals:
                 tg.start_soon(self._watch_signals)
             async with anyio.create_task_group() as mappings_tg:
-                for runner in self.runners.values():
-                    mappings_tg.start_soon(runner.run)
+                for mapping_id in self.runners:
+                    mappings_tg.start_soon(self._supervise, mapping_id, name=mapping_id)
                 task_status.started()
                 await self._stop_requested.wait()
                 await self._drain(mappings_tg)
             tg.cancel_scope.cancel()
+
+    async def _supervise(self, mapping_id: str) -> None:
+        """Run one mapping; should it fail with an error nothing below contained, log it in
+        one line and start it afresh from its checkpoints, so one mapping's failure never
+        ends the daemon or stops the others."""
+        failures = 0
+        backoff = self._backoff()
+        while True:
+            runner = self.runners[mapping_id]
+            try:
+                await runner.run()
+                return
+            except Exception as exc:
+                if self._stop_requested.is_set():
+                    return
+                failures += 1
+                delay = backoff.delay(failures)
+                self.metrics.contained_errors.labels(mapping_id, "mapping").inc()
+                log.error(
+                    "mapping failed, restarting it from its checkpoints",
+                    mapping=mapping_id,
+                    error=_one_line(exc),
+                    retry_in_seconds=round(delay, 3),
+                )
+            with anyio.move_on_after(delay):
+                await self._stop_requested.wait()
+            if self._stop_requested.is_set():
+                return
+            self.runners[mapping_id] = self._factories[mapping_id]()
 
     async def _drain(self, mappings_tg: anyio.abc.TaskGroup) -> None:
         grace = self.config.delivery.shutdown_grace_seconds
@@ -350,6 +404,22 @@ class Daemon:
             elif service == "dynamodbstreams":
                 enable_dynamodb_wire_records(client)
             yield client
+
+    async def _runner_factory(
+        self,
+        mapping: MappingConfig,
+        clients: _Clients,
+        backend: FunctionBackend,
+        store: CheckpointStore,
+    ) -> Callable[[], ShardedStreamRunner | QueueRunner]:
+        """Opens what a mapping needs (clients, destination) and returns how to make its
+        runner, so that a failed runner can be replaced by a fresh one."""
+        if mapping.source_kind == "sqs":
+            client = await clients.get("sqs", mapping.region)
+            return lambda: self._queue_runner(mapping, client, backend)
+        api, polling = await self._stream_api(mapping, clients)
+        discard = await self._on_failure(mapping, clients)
+        return lambda: self._create_runner(mapping, api, polling, backend, store, discard)
 
     async def _on_failure(self, mapping: MappingConfig, clients: _Clients) -> Discard | None:
         """The on-failure destination of a stream mapping, with the client it needs open."""
@@ -510,7 +580,7 @@ class Daemon:
                 window_seconds=float(mapping.batching_window_seconds),
             ),
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
-            record_filter=record_filter(mapping),
+            record_filter=record_filter(mapping, self.metrics),
             max_concurrency=min(
                 scaling.MaximumConcurrency
                 if scaling is not None and scaling.MaximumConcurrency is not None
@@ -551,7 +621,7 @@ class Daemon:
             discovery_interval=config.polling.shard_discovery_interval_seconds,
             parallelization=mapping.ParallelizationFactor,
             tumbling_window_seconds=mapping.TumblingWindowInSeconds,
-            record_filter=record_filter(mapping),
+            record_filter=record_filter(mapping, self.metrics),
         )
         deliverer = replace(self._deliverer(mapping, backend), discard=discard)
         return ShardedStreamRunner(api, settings, deliverer, store, self.metrics)

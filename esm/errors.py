@@ -51,3 +51,25 @@ class CheckpointError(EsmError):
 
 class BackendError(EsmError):
     """A function backend could not be set up (bad handler path, bad URL)."""
+
+
+class InvocationError(EsmError):
+    """Raised by a function backend (a plugin's, say) to tell how a failed invocation counts.
+
+    Any other exception a backend raises counts as a system error: retried with backoff and
+    never against MaximumRetryAttempts. `kind` is one of "function_error" (the function
+    failed: counts as an attempt), "throttle" or "system_error"; `retry_after` asks for a
+    minimum delay before the next attempt, in seconds.
+    """
+
+    retriable = True
+    KINDS: ClassVar[frozenset[str]] = frozenset({"function_error", "throttle", "system_error"})
+
+    def __init__(
+        self, message: str, *, kind: str = "system_error", retry_after: float | None = None
+    ) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {sorted(self.KINDS)}, not {kind!r}")
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after

@@ -165,8 +165,9 @@ def stream_failure_record(
     """The on-failure record Lambda sends for a given-up Kinesis or DynamoDB Streams batch.
 
     `responseContext` describes the last answer of the function; it is left out when the
-    function never answered (records too old before any invocation, or only throttles and
-    system errors), since there is no status, version or error to report.
+    function never answered (only throttles and system errors), since there is no status,
+    version or error to report, and always for `RecordAgeExceeded`, as AWS writes it even
+    for records that expired after many function errors.
     """
     if not records:
         raise ValueError("a failure record describes at least one record")
@@ -178,9 +179,10 @@ def stream_failure_record(
             "approximateInvokeCount": invoke_count,
         },
     }
-    if last_result is not None and last_result.kind in (
-        ResultKind.SUCCESS,
-        ResultKind.FUNCTION_ERROR,
+    if (
+        condition != "RecordAgeExceeded"
+        and last_result is not None
+        and last_result.kind in (ResultKind.SUCCESS, ResultKind.FUNCTION_ERROR)
     ):
         function_error = None
         if last_result.kind is ResultKind.FUNCTION_ERROR:
@@ -299,8 +301,8 @@ def sqs_entry(message: Mapping[str, Any], *, queue_arn: str, region: str) -> dic
 
     `message` is one ReceiveMessage message as botocore returns it, received with every
     system attribute and every message attribute. All the system attributes SQS returned
-    are kept, as strings. md5OfMessageAttributes is written only for a message that has
-    attributes, before md5OfBody, where events captured from Lambda carry it.
+    are kept, as strings. md5OfMessageAttributes comes before md5OfBody, where events captured
+    from Lambda carry it, and is JSON null for a message without attributes, as AWS sends it.
     """
     returned: Mapping[str, Any] = message.get("Attributes") or {}
     attributes = {name: str(returned[name]) for name in _SQS_ATTRIBUTE_ORDER if name in returned}
@@ -317,10 +319,11 @@ def sqs_entry(message: Mapping[str, Any], *, queue_arn: str, region: str) -> dic
             name: _sqs_message_attribute(value) for name, value in message_attributes.items()
         },
     }
-    if message_attributes:
-        entry["md5OfMessageAttributes"] = message.get(
-            "MD5OfMessageAttributes"
-        ) or md5_of_message_attributes(message_attributes)
+    entry["md5OfMessageAttributes"] = (
+        message.get("MD5OfMessageAttributes") or md5_of_message_attributes(message_attributes)
+        if message_attributes
+        else None
+    )
     entry["md5OfBody"] = message.get("MD5OfBody") or md5_of_body(body)
     entry["eventSource"] = "aws:sqs"
     entry["eventSourceARN"] = queue_arn

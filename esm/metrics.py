@@ -67,6 +67,14 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
+        self.contained_errors = Counter(
+            "esm_contained_errors",
+            "Unexpected exceptions from a plugin or component (backend, destination, filter, "
+            "checkpoint store, a whole mapping) caught, logged and retried instead of ending "
+            "the daemon.",
+            ["mapping", "component"],
+            registry=r,
+        )
         self.on_failure_delivered_events = Counter(
             "esm_on_failure_destination_delivered_events",
             "Records of given-up batches stored in the on-failure destination "

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from esm.errors import InvocationError
 from esm.events import encode_event
 from esm.metrics import Metrics
 from esm.model import (
@@ -241,25 +242,19 @@ class Deliverer:
             part.on_result,
         )
         labels = {"mapping": self.mapping_id, "shard": partition}
+        # Failed invocations of exactly `records`: their approximateInvokeCount.
         function_errors = 0
         failures = 0
         last_result: InvokeResult | None = None
         while True:
+            if self.policy.maximum_record_age_seconds >= 0:
+                fresh = await self._give_up_expired(partition, records, function_errors, part)
+                if fresh is None:
+                    return None
+                if not fresh:
+                    return []
+                records = fresh
             payload = encode_event(records, part.event_fields() if part.event_fields else None)
-            if self.policy.too_old(records[0].arrival, self.clock()):
-                settled = await self._give_up(
-                    GiveUp(
-                        partition,
-                        records,
-                        GiveUpCondition.RECORD_AGE_EXCEEDED,
-                        function_errors,
-                        last_result,
-                        payload,
-                    ),
-                    stopping,
-                    on_settled,
-                )
-                return [] if settled else None
             result = self._checked(await self.invoke_once(payload, labels), part.check_answer)
             if on_result is not None:
                 await on_result(result)
@@ -273,13 +268,17 @@ class Deliverer:
                     return []
                 # A partial failure: what comes before the lowest failed record is done.
                 self.count(result, len(records), failed=True)
+                in_flight.attempts += 1
                 if failed_from > 0:
                     if on_settled is not None:
                         await on_settled(records[:failed_from])
+                    # The rest is a new, smaller batch with a count of its own, starting at
+                    # zero: AWS invokes a record that keeps failing once in its batch, then
+                    # 1 + MaximumRetryAttempts times in the retried part.
                     records = records[failed_from:]
                     function_errors = 0
-                function_errors += 1
-                in_flight.attempts += 1
+                else:
+                    function_errors += 1
             else:
                 self.count(result, len(records), failed=result.kind is ResultKind.FUNCTION_ERROR)
                 if result.kind is ResultKind.FUNCTION_ERROR:
@@ -323,6 +322,36 @@ class Deliverer:
             in_flight.next_attempt_at = None
             if stopping.is_set():
                 return None
+
+    async def _give_up_expired(
+        self, partition: str, records: Sequence[Record], invocations: int, part: _Part
+    ) -> Sequence[Record] | None:
+        """Give up the records of a part that outlived MaximumRecordAgeInSeconds; the records
+        still to invoke (possibly none), or None when shutdown came first.
+
+        Only the expired records go: the fresh records of the same batch are invoked as
+        usual, as AWS does. Their failure record counts the invocations that included them,
+        at least 1 (AWS writes 1 for a record that expired before it was ever invoked), and
+        has no responseContext, whatever the function answered before.
+        """
+        now = self.clock()
+        too_old = self.policy.too_old
+        expired = [r for r in records if too_old(r.arrival, now)]
+        if not expired:
+            return records
+        give_up = GiveUp(
+            partition,
+            expired,
+            GiveUpCondition.RECORD_AGE_EXCEEDED,
+            max(1, invocations),
+            None,
+            encode_event(expired, part.event_fields() if part.event_fields else None),
+        )
+        if not await self._give_up(give_up, part.stopping, part.on_settled):
+            return None
+        if len(expired) == len(records):
+            return []
+        return [r for r in records if not too_old(r.arrival, now)]
 
     def _failed_from(self, result: InvokeResult, records: Sequence[Record]) -> int | None:
         if not self.report_item_failures:
@@ -410,7 +439,12 @@ class Deliverer:
         started = time.monotonic()
         result: InvokeResult | None = None
         with anyio.move_on_after(self.target.timeout + _TIMEOUT_MARGIN_SECONDS):
-            result = await self.backend.invoke(invocation)
+            try:
+                result = await self.backend.invoke(invocation)
+            except Exception as exc:
+                # A backend (a plugin's, above all) that raises must not end the daemon: the
+                # exception is this batch's failed invocation, retried like any other.
+                result = self._contained(exc, labels)
         if result is None:
             result = InvokeResult(
                 kind=ResultKind.FUNCTION_ERROR,
@@ -419,6 +453,27 @@ class Deliverer:
             )
         self.metrics.invoke_duration.labels(self.mapping_id).observe(time.monotonic() - started)
         return result
+
+    def _contained(self, exc: Exception, labels: Mapping[str, str]) -> InvokeResult:
+        """The result an exception raised by the backend stands for: what an
+        InvocationError says, a system error for anything else."""
+        error = f"{type(exc).__name__}: {exc}"
+        self.metrics.contained_errors.labels(self.mapping_id, "backend").inc()
+        if self.log is not None:
+            self.log.error(
+                "function backend raised; the batch will be retried",
+                shard=labels.get("shard"),
+                queue=labels.get("queue"),
+                error=error,
+            )
+        if isinstance(exc, InvocationError):
+            return InvokeResult(
+                kind=ResultKind(exc.kind),
+                error=error,
+                function_error="Unhandled" if exc.kind == "function_error" else None,
+                retry_after=exc.retry_after,
+            )
+        return InvokeResult(kind=ResultKind.SYSTEM_ERROR, error=error)
 
     def count(self, result: InvokeResult, records: int, *, failed: bool) -> None:
         """Count one invocation of `records` records in the mapping's metrics."""

@@ -55,7 +55,11 @@ class OnFailureDestination:
         while True:
             try:
                 await self.destination.send(record, give_up.payload, give_up.partition)
-            except SourceError as exc:
+            except Exception as raised:
+                # A destination (or its client) that raises something unexpected is retried
+                # like one that failed: the failure record must be stored, and the daemon
+                # must not end over it.
+                exc = raised if isinstance(raised, SourceError) else self._contained(raised)
                 failures += 1
                 self.metrics.destination_delivery_failures.labels(self.mapping_id).inc()
                 delay = self.backoff.delay(failures)
@@ -74,3 +78,7 @@ class OnFailureDestination:
                 continue
             self.metrics.on_failure_delivered_events.labels(self.mapping_id).inc(count)
             return True
+
+    def _contained(self, exc: Exception) -> SourceError:
+        self.metrics.contained_errors.labels(self.mapping_id, "destination").inc()
+        return SourceError(f"{type(exc).__name__}: {exc}")

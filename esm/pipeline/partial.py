@@ -37,11 +37,11 @@ def _complete_failure(reason: str) -> ItemFailures:
 def stream_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures:
     """Read `{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}, ...]}`.
 
-    Complete success: a null or empty answer, or a null or empty list. Complete failure: an
-    identifier that is empty, null, missing, or not a sequence number of the batch, or an
-    answer that is not an object at all.
+    Complete success, as recorded from AWS: a null or empty answer, `[]`, `{}`, or a null or
+    empty list. Complete failure: an identifier that is empty, null, missing, or not a
+    sequence number of the batch, or any other answer that is not an object.
     """
-    if answer is None or answer == {}:
+    if answer is None or answer == {} or answer == []:
         return ALL_SUCCEEDED
     if not isinstance(answer, dict):
         return _complete_failure(f"the answer is a {type(answer).__name__}, not an object")

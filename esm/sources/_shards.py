@@ -161,7 +161,9 @@ class ShardedStreamRunner:
 
     async def run(self) -> None:
         """Read until `stop()`, then return once in-flight batches are settled."""
-        checkpoints = await self.store.load(self.settings.mapping_id)
+        checkpoints = await self._load_checkpoints()
+        if checkpoints is None:
+            return
         # StartingPosition applies only to a mapping that has never saved a checkpoint;
         # every shard discovered later (children of a split) is read from its start.
         self._first_run = not checkpoints
@@ -175,6 +177,31 @@ class ShardedStreamRunner:
                 if self.stopping.is_set():
                     return
                 await self._discover_forever(tg)
+
+    async def _load_checkpoints(self) -> dict[str, Checkpoint] | None:
+        """The mapping's checkpoints, retried with backoff until the store answers; None
+        when stopped first. A store that fails must not end the daemon, nor let the mapping
+        start over from StartingPosition."""
+        failures = 0
+        while True:
+            try:
+                return await self.store.load(self.settings.mapping_id)
+            except Exception as exc:
+                failures += 1
+                if not isinstance(exc, CheckpointError):
+                    self.metrics.contained_errors.labels(
+                        self.settings.mapping_id, "checkpoint_store"
+                    ).inc()
+                delay = self.settings.checkpoint_backoff.delay(failures)
+                self.log.error(
+                    "loading checkpoints failed, will retry",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_seconds=round(delay, 3),
+                )
+                with anyio.move_on_after(delay):
+                    await self.stopping.wait()
+                if self.stopping.is_set():
+                    return None
 
     def stop(self) -> None:
         """Stop reading: readers end at once, in-flight deliveries finish, no new batch starts."""
@@ -656,9 +683,17 @@ class ShardedStreamRunner:
             try:
                 with anyio.CancelScope(shield=True), anyio.fail_after(30):
                     await self.store.save(mapping, shard_id, checkpoint)
-            except (CheckpointError, TimeoutError) as exc:
+            except Exception as exc:
+                # Any store failure, a plugin's surprise included, costs at most a
+                # redelivery after a restart; it never ends the daemon.
+                if not isinstance(exc, CheckpointError | TimeoutError):
+                    self.metrics.contained_errors.labels(mapping, "checkpoint_store").inc()
                 failures += 1
-                self.log.error("saving checkpoint failed", shard=shard_id, error=str(exc))
+                self.log.error(
+                    "saving checkpoint failed",
+                    shard=shard_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 if not must or self.stopping.is_set():
                     return False
                 await anyio.sleep(self.settings.checkpoint_backoff.delay(failures))

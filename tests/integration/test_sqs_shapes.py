@@ -72,7 +72,7 @@ def _check_entry(entry: Mapping[str, Any], message: Mapping[str, Any], arn: str)
     if raw:
         assert entry["md5OfMessageAttributes"] == message["MD5OfMessageAttributes"]
     else:
-        assert "md5OfMessageAttributes" not in entry
+        assert entry["md5OfMessageAttributes"] is None
     assert entry["eventSource"] == "aws:sqs"
     assert entry["eventSourceARN"] == arn
     assert entry["awsRegion"] == REGION

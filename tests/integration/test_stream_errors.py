@@ -52,7 +52,8 @@ async def test_a_partial_failure_resumes_at_the_lowest_failed_record(
     assert [s["checkpoint"] for s in shard.values()] == [first[-1]]
 
 
-SUCCESS_FORMS = [None, {}, {"batchItemFailures": []}, {"batchItemFailures": None}]
+# Recorded from AWS: `[]` too is a complete success for a stream batch.
+SUCCESS_FORMS = [None, {}, [], {"batchItemFailures": []}, {"batchItemFailures": None}]
 FAILURE_FORMS = [
     {"batchItemFailures": [{"itemIdentifier": ""}]},
     {"batchItemFailures": [{"itemIdentifier": None}]},

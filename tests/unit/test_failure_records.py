@@ -161,11 +161,20 @@ def test_dynamodb_record_has_second_precision_arrivals_under_ddb_stream_batch_in
 
 
 def test_record_age_exceeded_before_any_invocation_has_no_response_context() -> None:
-    record = _kinesis_failure(condition="RecordAgeExceeded", invoke_count=0, last_result=None)
+    record = _kinesis_failure(condition="RecordAgeExceeded", invoke_count=1, last_result=None)
     assert "responseContext" not in record
     assert record["requestContext"]["condition"] == "RecordAgeExceeded"
-    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["requestContext"]["approximateInvokeCount"] == 1
     assert list(record) == ["requestContext", "version", "timestamp", "KinesisBatchInfo"]
+
+
+def test_record_age_exceeded_after_function_errors_still_has_no_response_context() -> None:
+    failed = InvokeResult(
+        kind=ResultKind.FUNCTION_ERROR, status_code=200, function_error="Unhandled"
+    )
+    record = _kinesis_failure(condition="RecordAgeExceeded", invoke_count=5, last_result=failed)
+    assert "responseContext" not in record
+    assert record["requestContext"]["approximateInvokeCount"] == 5
 
 
 @pytest.mark.parametrize(

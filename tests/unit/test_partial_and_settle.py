@@ -41,7 +41,8 @@ def _failures(*ids: Any) -> dict[str, Any]:
         pytest.param({"batchItemFailures": "101"}, 0, id="list is a string: complete"),
         pytest.param({"batchItemFailures": ["101"]}, 0, id="item not an object: complete"),
         pytest.param("ok", 0, id="answer not an object: complete"),
-        pytest.param([], 0, id="answer a list: complete"),
+        pytest.param([], None, id="empty list as the answer: success (recorded from AWS)"),
+        pytest.param(["102"], 0, id="answer a non-empty list: complete"),
     ],
 )
 def test_stream_item_failures(answer: Any, first_failed: int | None) -> None:

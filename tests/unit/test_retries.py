@@ -125,7 +125,8 @@ async def test_records_too_old_when_read_are_given_up_without_invoking() -> None
     assert backend.events == []
     [give_up] = outcome.given_up
     assert give_up.condition is GiveUpCondition.RECORD_AGE_EXCEEDED
-    assert give_up.invoke_count == 0
+    # AWS writes approximateInvokeCount 1 for records that were never invoked.
+    assert give_up.invoke_count == 1
     assert give_up.last_result is None
 
 
@@ -154,6 +155,100 @@ async def test_records_that_age_while_retried_are_given_up_for_age() -> None:
     [give_up] = outcome.given_up
     assert give_up.condition is GiveUpCondition.RECORD_AGE_EXCEEDED
     assert give_up.invoke_count == 4
+    # Even after function errors, a record-age failure record has no responseContext.
+    assert give_up.last_result is None
+
+
+@pytest.mark.anyio
+async def test_only_the_expired_records_are_given_up_and_the_fresh_ones_invoked() -> None:
+    backend = RecordingBackend()
+    outcome = Outcome()
+    deliverer = Deliverer(
+        backend,
+        TARGET,
+        "m",
+        Metrics(),
+        backoff=FAST,
+        policy=RetryPolicy(maximum_record_age_seconds=60),
+        clock=lambda: 10_000.0,
+        discard=outcome.discard,
+    )
+    old = _records(3, arrival=10_000.0 - 61)
+    fresh = [
+        create_record(
+            sequence=str(600 + n),
+            order=600 + n,
+            key="k",
+            arrival=10_000.0 - 5,
+            entry={"kinesis": {"sequenceNumber": str(600 + n)}},
+        )
+        for n in range(2)
+    ]
+    await _deliver(deliverer, old + fresh, outcome)
+    assert [_sequences(e) for e in backend.events] == [["600", "601"]]
+    [give_up] = outcome.given_up
+    assert [r.sequence for r in give_up.records] == ["500", "501", "502"]
+    assert give_up.condition is GiveUpCondition.RECORD_AGE_EXCEEDED
+    assert give_up.invoke_count == 1
+    assert outcome.settled == ["500", "501", "502", "600", "601"]
+
+
+@pytest.mark.anyio
+async def test_records_that_expire_while_retried_leave_the_fresh_ones_to_go_on() -> None:
+    now = {"t": 10_000.0}
+
+    def script(event: dict[str, Any], call: int) -> Any:
+        now["t"] += 30
+        return function_error() if call <= 2 else None
+
+    backend = RecordingBackend(script)
+    outcome = Outcome()
+    deliverer = Deliverer(
+        backend,
+        TARGET,
+        "m",
+        Metrics(),
+        backoff=FAST,
+        policy=RetryPolicy(maximum_record_age_seconds=100),
+        clock=lambda: now["t"],
+        discard=outcome.discard,
+    )
+    old = _records(2, arrival=10_000.0 - 50)
+    young = [
+        create_record(sequence="700", order=700, key="k", arrival=10_000.0, entry={"kinesis": {}})
+    ]
+    await _deliver(deliverer, old + young, outcome)
+    # Two failed invocations of all three; then the two older records are past 100 s.
+    assert [len(e["Records"]) for e in backend.events] == [3, 3, 1]
+    [give_up] = outcome.given_up
+    assert [r.sequence for r in give_up.records] == ["500", "501"]
+    assert give_up.invoke_count == 2
+    assert give_up.last_result is None
+    assert outcome.settled == ["500", "501", "700"]
+
+
+@pytest.mark.anyio
+async def test_a_record_failing_after_a_partial_failure_is_invoked_1_plus_retries_alone() -> None:
+    backend = RecordingBackend(
+        lambda event, call: {"batchItemFailures": [{"itemIdentifier": "502"}]}
+    )
+    outcome = Outcome()
+    deliverer = Deliverer(
+        backend,
+        TARGET,
+        "m",
+        Metrics(),
+        backoff=FAST,
+        report_item_failures=True,
+        policy=RetryPolicy(maximum_retry_attempts=3),
+        discard=outcome.discard,
+    )
+    await _deliver(deliverer, _records(3), outcome)
+    assert [_sequences(e) for e in backend.events] == [["500", "501", "502"]] + [["502"]] * 4
+    [give_up] = outcome.given_up
+    assert give_up.invoke_count == 4
+    assert give_up.last_result is not None
+    assert give_up.last_result.ok
 
 
 @pytest.mark.anyio
@@ -186,7 +281,7 @@ async def test_without_report_batch_item_failures_the_answer_is_ignored() -> Non
 
 
 @pytest.mark.anyio
-async def test_partial_failures_count_as_attempts_and_give_up_the_failed_tail() -> None:
+async def test_the_failed_tail_of_a_partial_failure_starts_its_own_count() -> None:
     backend = RecordingBackend(
         lambda event, call: {"batchItemFailures": [{"itemIdentifier": "502"}]}
     )
@@ -202,8 +297,10 @@ async def test_partial_failures_count_as_attempts_and_give_up_the_failed_tail() 
         discard=outcome.discard,
     )
     await _deliver(deliverer, _records(4), outcome)
+    # The tail is a new batch: 1 + MaximumRetryAttempts invocations of its own, as on AWS.
     assert [_sequences(e) for e in backend.events] == [
         ["500", "501", "502", "503"],
+        ["502", "503"],
         ["502", "503"],
     ]
     [give_up] = outcome.given_up

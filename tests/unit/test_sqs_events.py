@@ -125,7 +125,7 @@ def test_keys_come_in_the_order_lambda_writes_them() -> None:
     ]
 
 
-def test_fifo_message_matches_the_published_fifo_sample_byte_for_byte() -> None:
+def test_fifo_message_matches_the_recorded_fifo_shape_byte_for_byte() -> None:
     message = {
         "MessageId": "11d6ee51-4cc7-4302-9e22-7cd8afdaadf5",
         "ReceiptHandle": "AQEBBX8nesZEXmkhsmZeyIE8iQAMig7qw...",
@@ -142,7 +142,9 @@ def test_fifo_message_matches_the_published_fifo_sample_byte_for_byte() -> None:
         },
     }
     entry = sqs_entry(message, queue_arn=FIFO_ARN, region="us-east-2")
-    # The "Example Amazon SQS message event (FIFO queue)" record of the Lambda guide.
+    # The "Example Amazon SQS message event (FIFO queue)" record of the Lambda guide, plus
+    # the md5OfMessageAttributes null that events recorded from AWS carry (the guide's
+    # sample leaves the key out).
     sample = {
         "messageId": "11d6ee51-4cc7-4302-9e22-7cd8afdaadf5",
         "receiptHandle": "AQEBBX8nesZEXmkhsmZeyIE8iQAMig7qw...",
@@ -157,6 +159,7 @@ def test_fifo_message_matches_the_published_fifo_sample_byte_for_byte() -> None:
             "ApproximateFirstReceiveTimestamp": "1573251510774",
         },
         "messageAttributes": {},
+        "md5OfMessageAttributes": None,
         "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
         "eventSource": "aws:sqs",
         "eventSourceARN": FIFO_ARN,
@@ -165,15 +168,19 @@ def test_fifo_message_matches_the_published_fifo_sample_byte_for_byte() -> None:
     assert orjson.dumps(entry) == orjson.dumps(sample)
 
 
-def test_message_without_attributes_has_empty_message_attributes_and_no_digest() -> None:
+def test_message_without_attributes_has_empty_message_attributes_and_a_null_digest() -> None:
     message = _standard_message()
     del message["MessageAttributes"], message["MD5OfMessageAttributes"]
     entry = sqs_entry(message, queue_arn=QUEUE_ARN, region="us-east-2")
     assert entry["messageAttributes"] == {}
-    assert "md5OfMessageAttributes" not in entry
+    # AWS always sends the key: JSON null when the message has no attributes, before md5OfBody.
+    assert entry["md5OfMessageAttributes"] is None
+    keys = list(entry)
+    assert keys.index("md5OfMessageAttributes") == keys.index("md5OfBody") - 1
+    assert b'"md5OfMessageAttributes":null' in orjson.dumps(entry)
     # An empty map from a client is the same as none.
     message["MessageAttributes"] = {}
-    assert "md5OfMessageAttributes" not in sqs_entry(message, queue_arn=QUEUE_ARN, region="r")
+    assert sqs_entry(message, queue_arn=QUEUE_ARN, region="r")["md5OfMessageAttributes"] is None
 
 
 def test_every_system_attribute_is_kept_as_a_string_in_lambda_order() -> None:
