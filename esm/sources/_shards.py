@@ -650,7 +650,7 @@ class ShardedStreamRunner:
         if outcome is DeliveryOutcome.DELIVERED:
             state.batches_delivered += 1
         else:
-            self._abandoned(state, in_flight, "shutdown came before it could be retried")
+            self._abandoned(state, in_flight, "shutdown came between retries")
         return outcome
 
     def _abandoned(self, state: ShardState, in_flight: InFlight, reason: str) -> None:

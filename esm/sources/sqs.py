@@ -472,6 +472,14 @@ class QueueRunner:
             with anyio.move_on_after(delay):
                 await self.stopping.wait()
             if self.stopping.is_set():
+                # Failed as a whole, they go back to the queue (after the failure visibility
+                # when one is set).
+                failure_visibility = self.settings.failure_visibility_seconds
+                self.log.warning(
+                    "batch abandoned at shutdown, it will be delivered again",
+                    reason="shutdown came between retries",
+                    **self._describe(records, failure_visibility),
+                )
                 return everything
 
     def _failed(self, result: InvokeResult, records: Sequence[Record]) -> frozenset[int]:
@@ -541,14 +549,17 @@ class QueueRunner:
         finally:
             self._cleanup_scopes.discard(scope)
 
-    def _describe(self, records: Sequence[Record]) -> dict[str, Any]:
-        """Log fields naming a batch's messages, for someone tracing where they went."""
+    def _describe(self, records: Sequence[Record], visibility: int | None = None) -> dict[str, Any]:
+        """Log fields naming a batch's messages, for someone tracing where they went;
+        `visibility` is the one they were last given, when not the queue's."""
         return {
             "queue": self.settings.queue_name,
             "messages": len(records),
             "message_ids": [r.sequence for r in records[:_LOGGED_MESSAGE_IDS]],
-            # Not extended any more: this is when the queue hands them out again at the latest.
-            "visible_again_within_seconds": self.visibility_timeout,
+            # Not extended any more: the queue hands them out again within this at the latest.
+            "visible_again_within_seconds": (
+                self.visibility_timeout if visibility is None else visibility
+            ),
         }
 
     async def _batch_call(

@@ -18,7 +18,13 @@ from esm.pipeline.retry import Backoff
 from esm.sources._shards import ShardedStreamRunner, StreamSettings, lane_of
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.sources.sqs import QueueRunner, QueueSettings
-from esm.testing import FakeKinesisClient, FakeSqsClient, RecordingBackend, function_error
+from esm.testing import (
+    FakeKinesisClient,
+    FakeSqsClient,
+    RecordingBackend,
+    function_error,
+    throttle,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -61,7 +67,12 @@ def stream_runner(
 
 
 def queue_runner(
-    client: Any, backend: RecordingBackend, *, window: float = 0.0, batch_size: int = 10
+    client: Any,
+    backend: RecordingBackend,
+    *,
+    window: float = 0.0,
+    batch_size: int = 10,
+    backoff: Backoff = FAST,
 ) -> QueueRunner:
     metrics = Metrics()
     settings = QueueSettings(
@@ -74,7 +85,7 @@ def queue_runner(
         shutdown_grace_seconds=GRACE,
         backoff=FAST,
     )
-    deliverer = Deliverer(backend, TARGET, "m1", metrics, backoff=FAST)
+    deliverer = Deliverer(backend, TARGET, "m1", metrics, backoff=backoff)
     return QueueRunner(client, settings, deliverer, metrics)
 
 
@@ -156,7 +167,7 @@ async def test_a_stream_batch_waiting_for_its_retry_at_shutdown_is_logged() -> N
 
     (line,) = abandoned(logs)
     assert line["shard"] == shard
-    assert line["reason"] == "shutdown came before it could be retried"
+    assert line["reason"] == "shutdown came between retries"
     assert (line["first_sequence"], line["last_sequence"]) == (first, last)
 
 
@@ -186,6 +197,28 @@ async def test_an_sqs_batch_in_flight_when_the_grace_period_ends_is_logged() -> 
     assert sorted(line["message_ids"]) == sorted(sent)
     assert line["visible_again_within_seconds"] == 30
     # Not deleted: SQS hands them out again.
+    assert sqs.deleted(url) == []
+
+
+async def test_an_sqs_batch_waiting_for_its_retry_at_shutdown_is_logged() -> None:
+    sqs = FakeSqsClient()
+    url = str((await sqs.create_queue(QueueName="work"))["QueueUrl"])
+    await sqs.send_message(QueueUrl=url, MessageBody="m0")
+    (sent,) = [m["MessageId"] for m in sqs.messages(url)]
+    backend = RecordingBackend(lambda event, call: throttle())
+    with capture_logs() as logs:
+        # The retry is 10 s away (within the visibility timeout): shutdown comes first.
+        runner = queue_runner(sqs, backend, backoff=Backoff(initial=10, maximum=10))
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner.run)
+                await wait_for(lambda: len(backend.events) == 1)
+                runner.stop()
+        assert not tg.cancel_scope.cancelled_caught
+
+    (line,) = abandoned(logs)
+    assert line["reason"] == "shutdown came between retries"
+    assert line["message_ids"] == [sent]
     assert sqs.deleted(url) == []
 
 
