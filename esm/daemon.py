@@ -327,6 +327,12 @@ class Daemon:
                 task_status.started()
                 await self._stop_requested.wait()
                 await self._drain(mappings_tg)
+            if mappings_tg.cancel_scope.cancelled_caught:
+                # Each runner has logged the batches it abandoned.
+                log.warning(
+                    "shutdown grace period ran out, batches still in flight were abandoned",
+                    grace_seconds=config.delivery.shutdown_grace_seconds,
+                )
             tg.cancel_scope.cancel()
 
     async def _supervise(self, mapping_id: str) -> None:
@@ -593,6 +599,7 @@ class Daemon:
             extend_visibility=sqs.extend_visibility,
             failure_visibility_seconds=sqs.failure_visibility_timeout_seconds,
             release_on_shutdown=sqs.release_on_shutdown,
+            shutdown_grace_seconds=self.config.delivery.shutdown_grace_seconds,
             attributes_interval=sqs.backlog_sample_seconds,
             backoff=self._backoff(),
         )

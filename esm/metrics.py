@@ -7,6 +7,8 @@ Names mirror the CloudWatch metrics AWS publishes for event source mappings
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -171,6 +173,20 @@ class Metrics:
             ["mapping", "reason"],
             registry=r,
         )
+        self.seconds_since_last_read = Gauge(
+            "esm_source_seconds_since_last_read",
+            "Seconds since the shard's reader last read the source successfully (an empty page "
+            "counts); 0 while the reader waits for the function to take what it read.",
+            ["mapping", "shard"],
+            registry=r,
+        )
+        self.seconds_since_last_receive = Gauge(
+            "esm_queue_seconds_since_last_receive",
+            "Seconds since the mapping's pollers last received from the queue successfully (an "
+            "empty receive counts); 0 while every poller is delivering a batch.",
+            ["mapping"],
+            registry=r,
+        )
         self.shards = Gauge(
             "esm_shards_reading",
             "Shards being read now.",
@@ -184,7 +200,85 @@ class Metrics:
             registry=r,
         )
 
+    def track_shard_reads(
+        self, mapping: str, shard: str, clock: Callable[[], float] = time.monotonic
+    ) -> ReadClock:
+        """The read clock of a shard's reader, exported as esm_source_seconds_since_last_read
+        until `forget_shard_reads`."""
+        reads = ReadClock(clock)
+        self.seconds_since_last_read.labels(mapping, shard).set_function(reads.seconds)
+        return reads
+
+    def forget_shard_reads(self, mapping: str, shard: str) -> None:
+        """Drop the read clock's series of a shard no reader reads any more (finished, or the
+        runner stopped): a reader that is gone is not failing."""
+        with contextlib.suppress(KeyError):
+            self.seconds_since_last_read.remove(mapping, shard)
+
+    def track_queue_receives(
+        self, mapping: str, clock: Callable[[], float] = time.monotonic
+    ) -> ReadClock:
+        """The read clock shared by a queue mapping's pollers, exported as
+        esm_queue_seconds_since_last_receive until `forget_queue_receives`."""
+        reads = ReadClock(clock)
+        self.seconds_since_last_receive.labels(mapping).set_function(reads.seconds)
+        return reads
+
+    def forget_queue_receives(self, mapping: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.seconds_since_last_receive.remove(mapping)
+
     def forget_shard(self, mapping: str, shard: str) -> None:
         """Drop a finished shard's per-shard series so closed shards do not linger."""
         with contextlib.suppress(KeyError):
             self.iterator_age.remove(mapping, shard)
+        self.forget_shard_reads(mapping, shard)
+
+
+class ReadClock:
+    """How long the readers of one source have gone without a successful read: the value of
+    a seconds-since-last-read gauge, computed when it is scraped.
+
+    Several readers may share one clock (an SQS mapping's pollers). It counts only while at
+    least one of them is trying to read: a reader waiting for the function to take what it
+    read (back-pressure from a slow or failing function) is not failing to read, and a
+    blocked function already shows in the iterator age or the queue's backlog. So the value
+    is 0 while no reader is reading, and starts again from 0 when one resumes.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since = clock()
+        self._reading = 0
+
+    def succeeded(self) -> None:
+        """A read answered (an empty answer too): the source is reachable and serving."""
+        self._since = self._clock()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a reader's attempts to read (calls, and the backoff between failed ones)."""
+        if not self._reading:
+            self._since = self._clock()
+        self._reading += 1
+        try:
+            yield
+        finally:
+            self._reading -= 1
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Inside `reading`, around a reader's wait for the pipeline to take what it read."""
+        self._reading -= 1
+        try:
+            yield
+        finally:
+            if not self._reading:
+                self._since = self._clock()
+            self._reading += 1
+
+    def seconds(self) -> float:
+        if not self._reading:
+            return 0.0
+        # A clock stepped backwards (wall time) must not make the gauge negative.
+        return max(0.0, self._clock() - self._since)

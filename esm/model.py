@@ -160,3 +160,6 @@ class RecordsPage:
     """None when the shard is closed and read to its end."""
     millis_behind: int | None = None
     """MillisBehindLatest (Kinesis): how far the iterator is behind the tip of the shard."""
+    answered: bool = True
+    """False for an empty page the source did not answer: enhanced fan-out's wait for a
+    pushed event ran out. Such a page is no sign that the source is reachable."""

@@ -27,7 +27,7 @@ from esm.errors import (
     ThroughputExceeded,
     TransientSourceError,
 )
-from esm.metrics import Metrics
+from esm.metrics import Metrics, ReadClock
 from esm.model import (
     Batch,
     Checkpoint,
@@ -312,12 +312,15 @@ class ShardedStreamRunner:
         scope: anyio.CancelScope,
         log: Any,
     ) -> None:
+        mapping, shard_id = self.settings.mapping_id, state.info.shard_id
+        reads = self.metrics.track_shard_reads(mapping, shard_id, self.clock)
         try:
-            with scope:
+            with scope, reads.reading():
                 async with send:
-                    await self._read_loop(state, start, send, log)
+                    await self._read_loop(state, start, send, log, reads)
         finally:
             self._reader_scopes.discard(scope)
+            self.metrics.forget_shard_reads(mapping, shard_id)
 
     async def _read_loop(
         self,
@@ -325,6 +328,7 @@ class ShardedStreamRunner:
         start: StartPosition,
         send: MemoryObjectSendStream[RecordsPage | _EndOfShard],
         log: Any,
+        reads: ReadClock,
     ) -> None:
         settings, mapping = self.settings, self.settings.mapping_id
         shard_id = state.info.shard_id
@@ -344,7 +348,8 @@ class ShardedStreamRunner:
                     iterator = await self.api.get_shard_iterator(shard_id, position)
                 except ResourceNotFound as exc:
                     log.warning("shard is gone, treating it as ended", error=str(exc))
-                    await send.send(END_OF_SHARD)
+                    with reads.waiting():
+                        await send.send(END_OF_SHARD)
                     return
                 except SourceError as exc:
                     failures += 1
@@ -371,16 +376,20 @@ class ShardedStreamRunner:
                 continue
             failures = 0
             state.last_read_error = None
+            if page.answered:
+                reads.succeeded()
             records = page.records
             if records:
                 last_read = records[-1].sequence
                 self.metrics.polled_events.labels(mapping).inc(len(records))
-                await send.send(page)
+                with reads.waiting():
+                    await send.send(page)
             elif page.millis_behind is not None and not state.in_flight:
                 state.iterator_age = page.millis_behind / 1000.0
                 self.metrics.iterator_age.labels(mapping, shard_id).set(state.iterator_age)
             if self._at_end(state.info, page, last_read):
-                await send.send(END_OF_SHARD)
+                with reads.waiting():
+                    await send.send(END_OF_SHARD)
                 return
             iterator = page.next_iterator
             more_waiting = bool(records) and (
@@ -659,11 +668,30 @@ class ShardedStreamRunner:
                 event_fields=(lambda: window.event_fields(final=False)) if window else None,
                 check_answer=answer_problem if window else None,
             )
+        except anyio.get_cancelled_exc_class():
+            if self.stopping.is_set():
+                self._abandoned(state, in_flight, "the shutdown grace period ran out")
+            raise
         finally:
             del state.in_flight[lane]
         if outcome is DeliveryOutcome.DELIVERED:
             state.batches_delivered += 1
+        else:
+            self._abandoned(state, in_flight, "shutdown came between retries")
         return outcome
+
+    def _abandoned(self, state: ShardState, in_flight: InFlight, reason: str) -> None:
+        # A restart reads again from the checkpoint, which never passes an unsettled record:
+        # whatever of this batch was not settled is delivered again.
+        self.log.warning(
+            "batch abandoned at shutdown, it will be delivered again",
+            shard=state.info.shard_id,
+            reason=reason,
+            first_sequence=in_flight.first_sequence,
+            last_sequence=in_flight.last_sequence,
+            records=in_flight.size,
+            checkpoint=state.checkpoint,
+        )
 
     async def _finish_shard(self, state: ShardState, tracker: SettleTracker, log: Any) -> bool:
         # INVARIANT: every lane ended with its batcher empty, so everything read is settled.

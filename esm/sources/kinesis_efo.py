@@ -246,9 +246,14 @@ class KinesisFanOutAPI:
         if subscription is not None and subscription.holding:
             return subscription.take(limit)
         deadline = time.monotonic() + self.event_wait
+        # Whether the service answered during this call (a subscription accepted, an event
+        # pushed): Kinesis pushes an event every few seconds even to an idle consumer, so a
+        # wait that runs out with neither says nothing about the source's health.
+        answered = False
         while True:
             if subscription is None:
                 subscription = await self._subscribe(shard_id, iterator)
+                answered = True
             try:
                 raw = await subscription.next_event(max(0.0, deadline - time.monotonic()))
             except Exception as exc:
@@ -257,15 +262,16 @@ class KinesisFanOutAPI:
             if raw is _Wait.TIMED_OUT:
                 # Nothing pushed yet: an empty page at the same position keeps the runner
                 # calling, and the read under way carries over to the next call.
-                return RecordsPage([], next_iterator=iterator)
+                return RecordsPage([], next_iterator=iterator, answered=answered)
             if raw is _Wait.ENDED:
                 # The subscription lived out its time: renew it where it stopped.
                 self.log.debug("subscription ended, renewing", shard=shard_id, position=iterator)
                 await self._drop(shard_id)
                 subscription = None
                 if time.monotonic() >= deadline:
-                    return RecordsPage([], next_iterator=iterator)
+                    return RecordsPage([], next_iterator=iterator, answered=answered)
                 continue
+            answered = True
             event = raw.get("SubscribeToShardEvent")
             if event is None:
                 # Nothing else the stream can carry holds records (errors raise).

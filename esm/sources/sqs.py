@@ -3,8 +3,10 @@ success, and visibility managed while they are processed."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +38,8 @@ SCALE_DOWN_INTERVAL_SECONDS = 5.0
 # Without long polling (wait_time_seconds 0) an empty receive answers at once: pause before
 # the next, rather than spin.
 EMPTY_RECEIVE_PAUSE_SECONDS = 0.5
+# A batch can hold 10,000 messages: a log line names the first of them only.
+_LOGGED_MESSAGE_IDS = 100
 _RECEIVE_ATTRIBUTES = {"MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
 
 
@@ -73,6 +77,9 @@ class QueueSettings:
     """Visibility of failed messages, spacing their retries; None leaves the queue's."""
     release_on_shutdown: bool = True
     """Make messages received but not delivered visible again at shutdown."""
+    shutdown_grace_seconds: float = 30.0
+    """How long, from `stop()`, shutdown work may go on (the daemon's
+    delivery.shutdown_grace_seconds): releasing messages gives up at its end."""
     attributes_interval: float = 30.0
     """Seconds between samples of the queue's backlog (ApproximateNumberOfMessages)."""
     backoff: Backoff = field(default_factory=Backoff)
@@ -135,25 +142,35 @@ class QueueRunner:
         self._poll_scope = anyio.CancelScope()
         self._receive_scopes: set[anyio.CancelScope] = set()
         self._more_pollers = anyio.Event()
+        self._stop_deadline = math.inf
+        self._cleanup_scopes: set[anyio.CancelScope] = set()
+        self._receives = metrics.track_queue_receives(settings.mapping_id, clock)
         self.log = structlog.get_logger("esm.sqs").bind(mapping=settings.mapping_id)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Poll until `stop()`, then return once in-flight batches are settled."""
-        await self._resolve_queue()
-        if self.stopping.is_set():
-            return
-        async with anyio.create_task_group() as tg:
-            with self._poll_scope:
-                tg.start_soon(self._sample_backlog)
-                self.ready = True
-                await self._supervise(tg)
+        try:
+            with self._receives.reading():
+                await self._resolve_queue()
+            if self.stopping.is_set():
+                return
+            async with anyio.create_task_group() as tg:
+                with self._poll_scope:
+                    tg.start_soon(self._sample_backlog)
+                    self.ready = True
+                    await self._supervise(tg)
+        finally:
+            self.metrics.forget_queue_receives(self.settings.mapping_id)
 
     def stop(self) -> None:
         """Stop polling at once: receives are cancelled and what they gathered is released;
         batches being delivered finish (within the daemon's grace period)."""
         self.stopping.set()
+        self._stop_deadline = anyio.current_time() + self.settings.shutdown_grace_seconds
+        for scope in self._cleanup_scopes:
+            scope.deadline = min(scope.deadline, self._stop_deadline)
         self._poll_scope.cancel()
         for scope in list(self._receive_scopes):
             scope.cancel()
@@ -184,6 +201,7 @@ class QueueRunner:
                 )
                 self.queue_url = str(answer["QueueUrl"])
                 await self._read_attributes()
+                self._receives.succeeded()
                 timeout = self.deliverer.target.timeout
                 if timeout > self.visibility_timeout:
                     # AWS refuses such a mapping; esm keeps extending the visibility instead.
@@ -280,13 +298,12 @@ class QueueRunner:
                 scope = anyio.CancelScope()
                 self._receive_scopes.add(scope)
                 try:
-                    with scope:
+                    with scope, self._receives.reading():
                         await self._gather(received, carry)
                 finally:
                     self._receive_scopes.discard(scope)
                 if self.stopping.is_set():
-                    with anyio.CancelScope(shield=True):
-                        await self._release(received.records + carry)
+                    await self._release(received.records + carry)
                     carry = []
                     return
                 if received.records:
@@ -297,8 +314,7 @@ class QueueRunner:
             if carry:
                 # A poller retired by scaling down: what it held for its next batch goes
                 # back to the queue for the others, rather than waiting out its visibility.
-                with anyio.CancelScope(shield=True):
-                    await self._release(carry, shutdown=self.stopping.is_set())
+                await self._release(carry, shutdown=self.stopping.is_set())
 
     async def _gather(self, received: _Received, carry: list[Record]) -> None:
         """Receive one batch into `received`: up to BatchSize messages, gathered over the
@@ -367,6 +383,7 @@ class QueueRunner:
             self.log.warning("receiving failed", error=str(error))
             await anyio.sleep(self.settings.backoff.delay(1))
             return None
+        self._receives.succeeded()
         messages = list(answer.get("Messages", []))
         if messages:
             self.metrics.polled_events.labels(self.settings.mapping_id).inc(len(messages))
@@ -407,6 +424,16 @@ class QueueRunner:
                 await self._change_visibility(
                     failed_records, self.settings.failure_visibility_seconds
                 )
+        except anyio.get_cancelled_exc_class():
+            if self.stopping.is_set():
+                # The grace period ran out: neither delivered nor deleted, the messages come
+                # back once their visibility (no longer extended) runs out.
+                self.log.warning(
+                    "batch abandoned at shutdown, it will be delivered again",
+                    reason="the shutdown grace period ran out",
+                    **self._describe(records),
+                )
+            raise
         finally:
             self.in_flight -= 1
             self.metrics.batches_in_flight.labels(mapping).dec()
@@ -445,6 +472,14 @@ class QueueRunner:
             with anyio.move_on_after(delay):
                 await self.stopping.wait()
             if self.stopping.is_set():
+                # Failed as a whole, they go back to the queue (after the failure visibility
+                # when one is set).
+                failure_visibility = self.settings.failure_visibility_seconds
+                self.log.warning(
+                    "batch abandoned at shutdown, it will be delivered again",
+                    reason="shutdown came between retries",
+                    **self._describe(records, failure_visibility),
+                )
                 return everything
 
     def _failed(self, result: InvokeResult, records: Sequence[Record]) -> frozenset[int]:
@@ -491,8 +526,41 @@ class QueueRunner:
 
     async def _release(self, records: Sequence[Record], *, shutdown: bool = True) -> None:
         """Make messages visible again at once (at shutdown only if configured so)."""
-        if records and (self.settings.release_on_shutdown or not shutdown):
+        if not records or not (self.settings.release_on_shutdown or not shutdown):
+            return
+        with self._cleanup_scope() as scope:
             await self._change_visibility(records, 0)
+        if scope.cancelled_caught:
+            self.log.warning(
+                "releasing messages at shutdown ran out of time, they will be delivered again",
+                reason="the shutdown grace period ran out",
+                **self._describe(records),
+            )
+
+    @contextlib.contextmanager
+    def _cleanup_scope(self) -> Iterator[anyio.CancelScope]:
+        """A scope for cleanup that must survive the cancellation ending a shutdown, but not
+        outlast its grace period: a queue that does not answer must not hold the process."""
+        scope = anyio.CancelScope(shield=True, deadline=self._stop_deadline)
+        self._cleanup_scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._cleanup_scopes.discard(scope)
+
+    def _describe(self, records: Sequence[Record], visibility: int | None = None) -> dict[str, Any]:
+        """Log fields naming a batch's messages, for someone tracing where they went;
+        `visibility` is the one they were last given, when not the queue's."""
+        return {
+            "queue": self.settings.queue_name,
+            "messages": len(records),
+            "message_ids": [r.sequence for r in records[:_LOGGED_MESSAGE_IDS]],
+            # Not extended any more: the queue hands them out again within this at the latest.
+            "visible_again_within_seconds": (
+                self.visibility_timeout if visibility is None else visibility
+            ),
+        }
 
     async def _batch_call(
         self, operation: str, records: Sequence[Record], seconds: int | None
