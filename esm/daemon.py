@@ -227,6 +227,7 @@ class Daemon:
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stop_requested = anyio.Event()
+        self._serving = False
         self._clients: dict[tuple[str, str], Any] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._stopped = False
@@ -238,9 +239,16 @@ class Daemon:
         self._stop_requested.set()
 
     def ready(self) -> bool:
-        """Every enabled mapping is polling its source."""
+        """esm itself is up: every enabled mapping has been set up and is running, and no
+        stop was requested. Whether AWS answers is not part of it (see docs/operations.md):
+        as a sidecar, a pod taken out of its Service over an AWS outage would take the app's
+        own traffic down too. Each mapping's `ready` in /status says whether it polls."""
         enabled = [m for m in self.config.mappings if m.Enabled]
-        return len(self.runners) == len(enabled) and all(r.ready for r in self.runners.values())
+        return (
+            self._serving
+            and not self._stop_requested.is_set()
+            and len(self.runners) == len(enabled)
+        )
 
     def status(self) -> dict[str, Any]:
         mappings = []
@@ -324,6 +332,7 @@ class Daemon:
             async with anyio.create_task_group() as mappings_tg:
                 for mapping_id in self.runners:
                     mappings_tg.start_soon(self._supervise, mapping_id, name=mapping_id)
+                self._serving = True
                 task_status.started()
                 await self._stop_requested.wait()
                 await self._drain(mappings_tg)
