@@ -39,6 +39,8 @@ from esm.pipeline.filter import compile_filters
 from esm.redact import redact
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_PROBLEMS",
     "AdminConfig",
     "AwsConfig",
     "DeliveryConfig",
@@ -1752,13 +1754,14 @@ def load_config(
         with open(path, "rb") as file:
             # Never more than the limit: the path may name a device or an endless pipe.
             data = file.read(MAX_CONFIG_BYTES + 1)
-        text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read the configuration: {exc.strerror}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{source}: not UTF-8 text: {exc.reason}"]) from None
     if len(data) > MAX_CONFIG_BYTES:
         raise _too_large(source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text: {exc.reason}"]) from None
     return parse_config(text, environ, source)
 
 

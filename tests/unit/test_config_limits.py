@@ -149,3 +149,18 @@ def test_a_huge_value_is_shown_short() -> None:
     assert problem.startswith("state.path: must be a valid string, got [[[[[...], [...], ")
     assert problem.endswith("...")
     assert len(problem) < 200
+
+
+def test_a_large_file_cut_inside_a_character_is_still_too_large(tmp_path: Path) -> None:
+    head = GOOD + "#"
+    # The limit falls on the first byte of a two-byte "é": reading stops inside it.
+    if (MAX_CONFIG_BYTES - len(head)) % 2:
+        head += " "
+    path = tmp_path / "esm.yaml"
+    path.write_text(head + "é" * MAX_CONFIG_BYTES, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+
+    [problem] = raised.value.problems
+    assert "larger than 1 MiB" in problem
