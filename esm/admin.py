@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from esm.log import get_logger
+from esm.redact import redact
 
 # Seconds a scrape in progress may take to finish once the server is asked to stop.
 _SHUTDOWN_GRACE_SECONDS = 2.0
@@ -29,11 +30,14 @@ def _to_json(value: object) -> object:
 
 
 def _render_status(status: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(
+    text = orjson.dumps(
         status,
         default=_to_json,
         option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE,
-    )
+    ).decode()
+    # Over the rendered page, so that no URL escapes, wherever it sits (an error text, a key,
+    # an object's str()); redaction never spans a quote, so the JSON stays valid.
+    return redact(text).encode()
 
 
 class AdminServer:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 
 from esm import __version__
 from esm.errors import ConfigError, EsmError
+from esm.redact import redact
+
+if TYPE_CHECKING:
+    from esm.config import EsmConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,32 +47,52 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_problems(error: ConfigError) -> None:
-    print(f"configuration invalid: {len(error.problems)} problem(s)", file=sys.stderr)
+    total = len(error.problems) + error.omitted
+    print(f"configuration invalid: {total} problem(s)", file=sys.stderr)
     for problem in error.problems:
-        print(f"  - {problem}", file=sys.stderr)
+        print(redact(f"  - {problem}"), file=sys.stderr)
+    if error.omitted:
+        print(f"  ... and {error.omitted} more", file=sys.stderr)
 
 
-def _run(config_path: str) -> int:
+def _load(config_path: str) -> EsmConfig | None:
+    """The configuration, checked as start-up would check it; None once the problems are
+    printed. `run` and `validate` share it, so both say the same and exit 1."""
     from esm.config import load_config
-    from esm.daemon import Daemon
-    from esm.log import configure_logging
+    from esm.preflight import check_functions
 
     try:
         config = load_config(config_path)
     except ConfigError as error:
         _print_problems(error)
-        return 2
+        return None
+    problems = anyio.run(check_functions, config)
+    if problems:
+        _print_problems(ConfigError(problems))
+        return None
+    return config
+
+
+def _run(config_path: str) -> int:
+    from esm.daemon import Daemon
+    from esm.log import configure_logging
+
+    config = _load(config_path)
+    if config is None:
+        return 1
     configure_logging(config.log.format, config.log.level)
     try:
         anyio.run(Daemon(config).run)
     except (EsmError, OSError, BaseExceptionGroup) as error:
-        # Settings that only fail when used (a handler that does not import, an admin port
-        # already taken, an unwritable state file): one clear line each, no traceback.
+        # Settings that only fail when used (an admin port already taken, an unwritable
+        # state file): one clear line each, no traceback.
         leaves = _leaves(error)
         if not all(isinstance(e, EsmError | OSError) for e in leaves):
             raise
         for leaf in leaves:
-            print(f"esm: {type(leaf).__name__}: {leaf}", file=sys.stderr)
+            # esm's own errors name what failed; a bare OSError needs its type to make sense.
+            text = str(leaf) if isinstance(leaf, EsmError) else f"{type(leaf).__name__}: {leaf}"
+            print(redact(f"esm: {text}"), file=sys.stderr)
         return 1
     return 0
 
@@ -80,14 +105,12 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 
 def _validate(config_path: str) -> int:
-    from esm.config import describe_config, load_config
+    from esm.config import describe_config
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        _print_problems(error)
+    config = _load(config_path)
+    if config is None:
         return 1
-    print(describe_config(config))
+    print(redact(describe_config(config)))
     return 0
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 import os
 import re
+import reprlib
 import shlex
 import time
 import types
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib.metadata import entry_points
-from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -34,8 +36,11 @@ from pydantic_core import PydanticCustomError
 
 from esm.errors import ConfigError
 from esm.pipeline.filter import compile_filters
+from esm.redact import redact
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_PROBLEMS",
     "AdminConfig",
     "AwsConfig",
     "DeliveryConfig",
@@ -135,14 +140,82 @@ _PYTHON_HANDLER = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 )
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Underscores are not in the RFCs, but container runtimes resolve names that have them.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 # Fixed forever: mapping ids name checkpoints, so changing it would restart every stream.
 _MAPPING_ID_NAMESPACE = uuid.UUID("8b0f4d52-6f0e-4a43-9d8e-3c1f5a7e2b90")
 
 
+# The largest configuration read: what a Kubernetes ConfigMap or Secret can hold. Real ones
+# are a few kilobytes, and YAML costs about a second per megabyte to parse.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+# Problems described in full; beyond them, problems are only counted. A file with a million
+# unknown keys must fail in seconds with a screenful, not minutes and a hundred megabytes.
+MAX_PROBLEMS = 50
+
+
+class _Problems:
+    """The problems found so far: the first MAX_PROBLEMS as text, the others counted."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.omitted = 0
+
+    def __len__(self) -> int:
+        return len(self.lines) + self.omitted
+
+    @property
+    def full(self) -> bool:
+        """No further problem will be shown: skip the work of describing it."""
+        return len(self.lines) >= MAX_PROBLEMS
+
+    def append(self, line: str) -> None:
+        if self.full:
+            self.omitted += 1
+        else:
+            self.lines.append(line)
+
+    def extend(self, lines: list[str]) -> None:
+        for line in lines:
+            self.append(line)
+
+    def error(self) -> ConfigError:
+        return ConfigError(self.lines, self.omitted)
+
+
 def _fail(*lines: str) -> PydanticCustomError:
     """A validation error whose lines become separate problems."""
     return PydanticCustomError("esm_config", "{message}", {"message": "\n".join(lines)})
+
+
+class _ShortRepr(reprlib.Repr):
+    """repr() that stops early: a value can be huge or deeply nested (YAML aliases make both
+    cheap to write), and only its first 120 characters are shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 4
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 8
+        self.maxstring = self.maxother = 400
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        # In the order the user wrote the keys (reprlib sorts them).
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [
+            f"{self.repr1(key, level - 1)}: {self.repr1(value, level - 1)}"
+            for key, value in list(x.items())[: self.maxdict]
+        ]
+        if len(x) > self.maxdict:
+            items.append("...")
+        return "{" + ", ".join(items) + "}"
+
+
+_REPR = _ShortRepr()
 
 
 def _show(value: Any) -> str:
@@ -155,7 +228,8 @@ def _show(value: Any) -> str:
         # Strict floats still take YAML integers; show 5 as the user wrote it, not 5.0.
         text = str(int(value))
     else:
-        text = repr(value)
+        text = _REPR.repr(value)
+    text = redact(text)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -400,6 +474,27 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _host_problem(host: str) -> str | None:
+    """Why `host` is neither an IP address nor a host name, or None when it is one."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv6 address"
+        return None
+    if all(part.isdigit() for part in host.split(".")):
+        # All digits and dots: only an IPv4 address can look like that (no TLD is numeric).
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv4 address"
+        return None
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return f"{host!r} is not a host name or IP address"
+    return None
+
+
 class AdminConfig(_Model):
     """The HTTP server for /metrics, /healthz, /readyz and /status."""
 
@@ -415,6 +510,8 @@ class AdminConfig(_Model):
             raise _fail(str(exc)) from None
         if not host:
             raise _fail(f"{_show(value)} has no host (use 0.0.0.0 for every interface)")
+        if problem := _host_problem(host):
+            raise _fail(f"{_show(value)}: {problem}")
         if port > 65535:
             raise _fail(f"port {port} is out of range: must be between 0 and 65535")
         return value
@@ -663,6 +760,19 @@ class HttpFunctionConfig(_FunctionBase):
             raise _fail(*problems)
         return value
 
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpFunctionConfig:
+        # aiohttp turns credentials in the url into an Authorization header, and refuses
+        # every request that would carry two.
+        if "@" in urlsplit(self.url).netloc and any(
+            name.lower() == "authorization" for name in self.headers
+        ):
+            raise _fail(
+                "url has credentials (user:password@) and headers has an Authorization "
+                "header: give only one of them"
+            )
+        return self
+
 
 class PythonFunctionConfig(_FunctionBase):
     """A Python handler run in-process: `handler(event, context)`, sync or async."""
@@ -739,6 +849,8 @@ class RuntimeFunctionConfig(_FunctionBase):
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise _fail(f"{_show(value)} must be host:port")
+        if problem := _host_problem(host.removeprefix("[").removesuffix("]")):
+            raise _fail(f"{_show(value)}: {problem}")
         return value
 
     @property
@@ -803,7 +915,7 @@ FunctionConfig = Annotated[
 def _function_target(function: FunctionConfig) -> str:
     """What a function runs, in a few words, for `esm validate`."""
     if isinstance(function, HttpFunctionConfig):
-        return function.url
+        return redact(function.url)
     if isinstance(function, PythonFunctionConfig):
         return function.handler
     if isinstance(function, CommandFunctionConfig):
@@ -1324,7 +1436,7 @@ _REFERENCE = re.compile(
 )
 
 
-def _expand(text: str, environ: Mapping[str, str], source: str, problems: list[str]) -> str:
+def _expand(text: str, environ: Mapping[str, str], source: str, problems: _Problems) -> str:
     """Replace ${VAR}, ${VAR:-default} and $$ in `text`; unset variables go to `problems`."""
     lines = []
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
@@ -1360,44 +1472,80 @@ def _expand(text: str, environ: Mapping[str, str], source: str, problems: list[s
 # --------------------------------------------------------------------------- YAML
 
 
-class _Loader(yaml.SafeLoader):
+def _duplicate_keys(
+    constructor: yaml.constructor.SafeConstructor, node: yaml.MappingNode, source: str
+) -> list[str]:
+    """A problem for each key given twice in `node` (YAML would silently keep the last)."""
+    first_line: dict[Any, int] = {}
+    problems = []
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key = constructor.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in first_line:
+            problems.append(
+                f"{source}:{line}: duplicate key {_show(key)} "
+                f"(first given on line {first_line[key]}; YAML would keep only the last)"
+            )
+        else:
+            first_line[key] = line
+    return problems
+
+
+class _PyLoader(yaml.SafeLoader):
     """yaml.safe_load's loader, except that a key given twice in one mapping is a problem."""
 
     def __init__(self, stream: str, source: str) -> None:
         super().__init__(stream)
         self.source = source
-        self.duplicates: list[str] = []
+        self.duplicates = _Problems()
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
-                key_node, yaml.ScalarNode
-            ):
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                self.duplicates.append(
-                    f"{self.source}:{line}: duplicate key {_show(key)} "
-                    f"(first given on line {first_line[key]}; YAML would keep only the last)"
-                )
-            else:
-                first_line[key] = line
+        self.duplicates.extend(_duplicate_keys(self, node, self.source))
         return super().construct_mapping(node, deep=deep)
 
 
-def _load_yaml(text: str, source: str) -> tuple[Any, list[str]]:
-    loader = _Loader(text, source)
+# PyYAML's wheels bundle libyaml; an installation built without it still works, slower.
+if TYPE_CHECKING or yaml.__with_libyaml__:
+
+    class _CLoader(yaml.CSafeLoader):
+        """_PyLoader over libyaml's parser: many times faster, and it bounds nesting itself."""
+
+        def __init__(self, stream: str, source: str) -> None:
+            super().__init__(stream)
+            self.source = source
+            self.duplicates = _Problems()
+
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            self.duplicates.extend(_duplicate_keys(self, node, self.source))
+            return super().construct_mapping(node, deep=deep)
+
+    _YAML_LOADER: type[_PyLoader | _CLoader] = _CLoader
+else:
+    _YAML_LOADER = _PyLoader
+
+
+def _load_yaml(
+    text: str, source: str, loader_class: type[_PyLoader | _CLoader] = _YAML_LOADER
+) -> tuple[Any, _Problems]:
+    loader = loader_class(text, source)
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         what = " ".join(part for part in (exc.context, exc.problem) if part)
+        if "maximum nesting depth" in what:
+            what = "nested too deeply"  # libyaml's words: "while increasing flow level ..."
         raise ConfigError([f"{where}: invalid YAML: {what}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: invalid YAML: {' '.join(str(exc).split())}"]) from None
+    except RecursionError:
+        # PyYAML's own parser recurses once per level of nesting (libyaml's stops at 1000).
+        line = getattr(loader, "line", None)
+        where = source if line is None else f"{source}:{line + 1}"
+        raise ConfigError([f"{where}: invalid YAML: nested too deeply"]) from None
     finally:
         loader.dispose()
     return data, loader.duplicates
@@ -1523,11 +1671,14 @@ def _locate(loc: tuple[str | int, ...], raw: Any) -> tuple[str, tuple[str | int,
     return "", loc
 
 
-def _problems(exc: ValidationError, raw: Any) -> list[str]:
-    problems = []
+def _add_problems(exc: ValidationError, raw: Any, problems: _Problems) -> None:
     for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
         kind = error["type"]
+        if problems.full:
+            # Counted, not described: describing (difflib on every unknown key) is the cost.
+            problems.omitted += (error["msg"].count("\n") + 1) if kind == "esm_config" else 1
+            continue
+        loc = tuple(error["loc"])
         if kind == "extra_forbidden":
             owner, path = _locate(loc[:-1], raw)
             message = _unknown_key(loc[-1], loc[:-1])
@@ -1542,10 +1693,9 @@ def _problems(exc: ValidationError, raw: Any) -> list[str]:
             else:
                 message = error["msg"].replace("Input should be", "must be", 1)
                 message = f"{message}, got {_show(error['input'])}"
-        for line in message.splitlines():
+        for line in redact(message).splitlines():
             # A message that names its own place (duplicates) needs no prefix.
             problems.append(line if line.startswith("mappings[") else _join(where, line))
-    return problems
 
 
 def _join(where: str, what: str) -> str:
@@ -1560,19 +1710,22 @@ def _join(where: str, what: str) -> str:
 def parse_config(
     text: str, environ: Mapping[str, str] | None = None, source: str = "<config>"
 ) -> EsmConfig:
-    """Expand, parse and validate a configuration; raises ConfigError listing every problem."""
+    """Expand, parse and validate a configuration; raises ConfigError listing the problems
+    (the first MAX_PROBLEMS of them; it counts the others)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise _too_large(source)
     env = os.environ if environ is None else environ
-    problems: list[str] = []
+    problems = _Problems()
     expanded = _expand(text, env, source, problems)
     if problems:
-        raise ConfigError(problems)
+        raise problems.error()
     data, problems = _load_yaml(expanded, source)
     if data is None:
-        raise ConfigError([*problems, f"{source}: the configuration is empty: mappings required"])
+        problems.append(f"{source}: the configuration is empty: mappings required")
+        raise problems.error()
     if not isinstance(data, dict):
-        raise ConfigError(
-            [*problems, f"{source}: must be a mapping of sections, got {type(data).__name__}"]
-        )
+        problems.append(f"{source}: must be a mapping of sections, got {type(data).__name__}")
+        raise problems.error()
     # Function names are known before validation so that each mapping can check its own.
     functions = data.get("functions") or {}
     context = {
@@ -1585,10 +1738,10 @@ def parse_config(
     try:
         config = EsmConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        problems += _problems(exc, data)
-        raise ConfigError(problems) from None
+        _add_problems(exc, data, problems)
+        raise problems.error() from None
     if problems:
-        raise ConfigError(problems)
+        raise problems.error()
     return config
 
 
@@ -1598,13 +1751,27 @@ def load_config(
     """Read and validate the configuration file at `path`."""
     source = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        with open(path, "rb") as file:
+            # Never more than the limit: the path may name a device or an endless pipe.
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read the configuration: {exc.strerror}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _too_large(source)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not UTF-8 text: {exc.reason}"]) from None
     return parse_config(text, environ, source)
+
+
+def _too_large(source: str) -> ConfigError:
+    return ConfigError(
+        [
+            f"{source}: larger than 1 MiB: a configuration may be at most {MAX_CONFIG_BYTES} "
+            "bytes (what a Kubernetes ConfigMap holds)"
+        ]
+    )
 
 
 def _iso(epoch: float) -> str:
@@ -1644,7 +1811,7 @@ def describe_config(config: EsmConfig) -> str:
     endpoints = config.aws.endpoint_url or "AWS"
     if config.aws.endpoints:
         endpoints += ", " + ", ".join(f"{k}={v}" for k, v in sorted(config.aws.endpoints.items()))
-    lines.append(f"aws: region {config.aws.region}, endpoints {endpoints}")
+    lines.append(redact(f"aws: region {config.aws.region}, endpoints {endpoints}"))
     admin = config.admin
     lines.append(f"admin: {'listening on ' + admin.listen if admin.enabled else 'disabled'}")
     return "\n".join(lines)

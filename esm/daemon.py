@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,7 +20,7 @@ from esm.admin import AdminServer
 from esm.backends.runtime import RuntimeApiBackend
 from esm.checkpoints import open_checkpoint_store
 from esm.destinations import create_destination, parse_arn
-from esm.errors import BackendError
+from esm.errors import BackendError, SettingError
 from esm.metrics import Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.pipeline.batcher import BatchLimits
@@ -123,6 +124,14 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_one_line(inner) for inner in exc.exceptions)
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError's reason alone ("Address already in use"), without errno or address."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    # getaddrinfo's errors have negative numbers and their own texts.
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def function_arn(mapping: MappingConfig) -> str:
@@ -325,7 +334,15 @@ class Daemon:
         async with anyio.create_task_group() as tg:
             if config.admin.enabled:
                 admin = AdminServer(self.metrics.registry, ready=self.ready, status=self.status)
-                self.admin_port = await tg.start(admin.serve, config.admin.host, config.admin.port)
+                try:
+                    self.admin_port = await tg.start(
+                        admin.serve, config.admin.host, config.admin.port
+                    )
+                except OSError as exc:
+                    # A bare gaierror or "address in use" would not say which setting it is.
+                    raise SettingError(
+                        f"admin.listen: cannot bind {config.admin.listen}: {_os_reason(exc)}"
+                    ) from None
                 log.info("admin server listening", host=config.admin.host, port=self.admin_port)
             if handle_signals:
                 tg.start_soon(self._watch_signals)

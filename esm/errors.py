@@ -12,11 +12,14 @@ class EsmError(Exception):
 
 
 class ConfigError(EsmError):
-    """The configuration is invalid; `problems` lists every problem found, one line each."""
+    """The configuration is invalid; `problems` lists the problems found, one line each, and
+    `omitted` counts those found beyond them (a broken file can hold a million)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], omitted: int = 0) -> None:
         self.problems = problems
-        super().__init__("\n".join(problems))
+        self.omitted = omitted
+        more = [f"and {omitted} more"] if omitted else []
+        super().__init__("\n".join([*problems, *more]))
 
 
 class SourceError(EsmError):
@@ -73,3 +76,8 @@ class InvocationError(EsmError):
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+
+
+class SettingError(EsmError):
+    """A setting that validated cannot be used where esm runs (an address that cannot be
+    bound); the message names the setting."""

@@ -10,6 +10,8 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from esm.redact import redact
+
 __all__ = ["LogFormat", "configure_logging", "get_logger"]
 
 LogFormat = Literal["json", "console"]
@@ -40,6 +42,12 @@ def _json_default(value: object) -> object:
 def _dumps(event_dict: EventDict, **_: Any) -> str:
     # str(), not bytes: logging handlers write text.
     return orjson.dumps(event_dict, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _redact_line(_: WrappedLogger, __: str, line: Any) -> str:
+    # The rendered line, so that a URL's password is hidden wherever it appears: a field, an
+    # error text, a library's message, a traceback.
+    return redact(str(line))
 
 
 def _parse_level(level: str) -> int:
@@ -107,7 +115,11 @@ def configure_logging(
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *renderer,
+                _redact_line,
+            ],
         )
     )
 

@@ -612,3 +612,34 @@ def _system_error(message: str, started: float) -> InvokeResult:
 def _shorten(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def program_problem(
+    program: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None
+) -> str | None:
+    """Why `program` (a command's first word) cannot be started, or None when it can.
+
+    Found as the process start will find it: a name with a slash is a path from `cwd`; a bare
+    name is looked up on the PATH of esm's environment with `env` over it, relative entries
+    from `cwd` too. A missing `cwd` is the first problem.
+    """
+    base = os.getcwd() if cwd is None else cwd
+    if not os.path.isdir(base):
+        return f"working directory {cwd!r} is not a directory"
+    if "/" in program:
+        candidates = [os.path.join(base, program)]
+    else:
+        search = {**os.environ, **(env or {})}
+        candidates = [os.path.join(base, folder, program) for folder in os.get_exec_path(search)]
+    found = [path for path in candidates if os.path.exists(path)]
+    runnable = [path for path in found if os.path.isfile(path) and os.access(path, os.X_OK)]
+    if runnable:
+        return None
+    if not found:
+        where = "no such file" if "/" in program else "not found on the PATH"
+        return f"cannot run {program!r}: {where}"
+    # Shown tidied ("dir/./x" as "dir/x"); checked as given, where ".." follows symlinks.
+    shown = os.path.normpath(found[0])
+    if os.path.isdir(found[0]):
+        return f"cannot run {program!r}: {shown} is a directory"
+    return f"cannot run {program!r}: {shown} is not executable (chmod +x?)"

@@ -28,6 +28,7 @@ from esm.backends._context import (
 )
 from esm.errors import BackendError
 from esm.model import MAX_INVOKE_PAYLOAD_BYTES, Invocation, InvokeResult, ResultKind
+from esm.redact import redact
 
 THROTTLE_STATUSES: Final = frozenset({429, 503})
 # Reaching a local app takes milliseconds; one that cannot be reached in this time is down,
@@ -97,11 +98,21 @@ class HttpBackend:
         try:
             parsed = URL(url)
         except (TypeError, ValueError) as exc:
-            raise BackendError(f"function {function_name!r}: invalid url {url!r}: {exc}") from exc
+            raise BackendError(
+                redact(f"function {function_name!r}: invalid url {url!r}: {exc}")
+            ) from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise BackendError(
-                f"function {function_name!r}: url {url!r} must be an absolute http:// or "
-                "https:// URL"
+                f"function {function_name!r}: url {redact(url)!r} must be an absolute http:// "
+                "or https:// URL"
+            )
+        if (parsed.user is not None or parsed.password is not None) and any(
+            name.lower() == "authorization" for name in headers
+        ):
+            # aiohttp would refuse every request (ValueError): say it once, here.
+            raise BackendError(
+                f"function {function_name!r}: the url has credentials and an Authorization "
+                "header is set: give only one of them"
             )
         if timeout <= 0:
             raise BackendError(f"function {function_name!r}: timeout must be positive")
@@ -152,7 +163,7 @@ class HttpBackend:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"HttpBackend({str(self.url)!r}, function_name={self.function_name!r})"
+        return f"HttpBackend({redact(str(self.url))!r}, function_name={self.function_name!r})"
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Created on first use so that it belongs to the running event loop.
@@ -494,4 +505,4 @@ async def _read_limited(response: aiohttp.ClientResponse) -> bytes | None:
 
 def _transport_error(exc: BaseException, url: URL) -> str:
     detail = str(exc) or type(exc).__name__
-    return f"cannot reach {url}: {type(exc).__name__}: {detail}"
+    return redact(f"cannot reach {url}: {type(exc).__name__}: {detail}")

@@ -26,6 +26,9 @@ FilterSource = Literal["kinesis", "dynamodb", "sqs"]
 # AWS's default quota of filters per mapping, and the API's limit on one Pattern.
 MAX_FILTERS: Final = 5
 MAX_PATTERN_CHARS: Final = 4096
+# esm's own bound: compiling and matching recurse once per level, and 4096 characters can
+# nest deeper than Python's stack allows. Real patterns nest a few levels.
+MAX_PATTERN_DEPTH: Final = 100
 
 # The operators Lambda's filter rule syntax lists. EventBridge buses also know `wildcard` and
 # `cidr`, but Lambda's table does not list them and EventBridge Pipes (the same filtering as
@@ -207,6 +210,24 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# What a pattern too deep for the JSON parser itself reads as.
+_TOO_DEEP: Final = object()
+
+
+def _depth(value: Any) -> int:
+    """How many objects and arrays deep `value` nests (counted without recursing)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
 def _merge_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # EventBridge flattens a pattern into field paths, so a key written twice with objects
     # under it adds both sets of paths (AWS's DynamoDB "Boolean expressions" example relies
@@ -288,6 +309,11 @@ class _Compiler:
             )
         except ValueError as exc:
             self.problem("", f"the pattern is not valid JSON: {exc}")
+            return None
+        except RecursionError:
+            pattern = _TOO_DEEP
+        if pattern is _TOO_DEEP or _depth(pattern) > MAX_PATTERN_DEPTH:
+            self.problem("", f"the pattern nests more than {MAX_PATTERN_DEPTH} levels deep")
             return None
         if not isinstance(pattern, dict):
             self.problem(

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from botocore.exceptions import NoCredentialsError
 
 from esm.errors import (
     ExpiredIterator,
@@ -14,6 +15,9 @@ from esm.errors import (
     ThroughputExceeded,
     TransientSourceError,
 )
+from esm.log import get_logger
+
+_log = get_logger(component="aws")
 
 # Error codes that waiting can fix (throttling, service trouble) versus ones it cannot.
 _THROTTLE_CODES = frozenset(
@@ -69,8 +73,32 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+# What to do when botocore finds no credentials at all: most often esm runs against a local
+# emulator, which takes any key, from a shell where none is set. A client looks for
+# credentials once, when it is created, so only a restart picks up new ones.
+CREDENTIALS_HINT = (
+    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any value "
+    "works for an emulator such as moto or LocalStack) or AWS_PROFILE, or run with a role; "
+    "then restart esm"
+)
+
+# The hints already logged: each is worth saying once per process, not once per retry.
+_hints_given: set[str] = set()
+
+
+def _hint_once(hint: str) -> None:
+    if hint not in _hints_given:
+        _hints_given.add(hint)
+        _log.warning(hint)
+
+
 def translate_error(exc: Exception, what: str) -> SourceError:
     """Map a client exception to esm's error tree (retriable or not)."""
+    if isinstance(exc, NoCredentialsError):
+        # Still retried like any read error, so the daemon stays up and says what is wrong;
+        # the hint, once, says what the repeated error does not.
+        _hint_once(CREDENTIALS_HINT)
+        return TransientSourceError(f"{what}: no AWS credentials found")
     code = error_code(exc)
     message = f"{what}: {exc}"
     if code == "ExpiredIteratorException":

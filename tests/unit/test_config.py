@@ -862,6 +862,9 @@ def test_region_from_environment(environ: dict[str, str], aws: dict[str, str], r
         ("localhost:0", "localhost", 0),
         ("[::1]:8080", "::1", 8080),
         ("127.0.0.1:65535", "127.0.0.1", 65535),
+        ("esm-admin.default.svc.cluster.local:9464", "esm-admin.default.svc.cluster.local", 9464),
+        ("my_service:9464", "my_service", 9464),
+        ("::1:9464", "::1", 9464),
     ],
 )
 def test_admin_listen(listen: str, host: str, port: int) -> None:
@@ -889,6 +892,11 @@ SECTION_REJECTED: list[tuple[dict[str, Any], list[str]]] = [
     ({"admin": {"listen": "9464"}}, ["admin.listen", "HOST:PORT"]),
     ({"admin": {"listen": "127.0.0.1:70000"}}, ["admin.listen", "70000", "between 0 and 65535"]),
     ({"admin": {"listen": ":9464"}}, ["admin.listen", "no host"]),
+    ({"admin": {"listen": "999.1.1.1:9464"}}, ["admin.listen", "'999.1.1.1' is not an IPv4"]),
+    ({"admin": {"listen": "[::g]:9464"}}, ["admin.listen", "'::g' is not an IPv6 address"]),
+    ({"admin": {"listen": "bad host:9464"}}, ["admin.listen", "not a host name or IP address"]),
+    ({"admin": {"listen": "-x:9464"}}, ["admin.listen", "not a host name or IP address"]),
+    ({"admin": {"listen": "127.0.0.1:-1"}}, ["admin.listen", "HOST:PORT"]),
     ({"admin": {"enabled": "no"}}, ["admin.enabled", "boolean"]),
     ({"log": {"format": "xml"}}, ["log.format", "'json' or 'console'"]),
     ({"log": {"level": "loud"}}, ["log.level", "'debug', 'info', 'warning' or 'error'"]),
@@ -978,6 +986,7 @@ FUNCTION_REJECTED: list[tuple[Any, list[str]]] = [
     ({"type": "command", "command": []}, ["functions.f", "give the program to run"]),
     ({"type": "command", "command": "./run", "mode": "daemon"}, ["functions.f.mode", "per-batch"]),
     ({"type": "runtime", "listen": "9001"}, ["functions.f.listen", "host:port"]),
+    ({"type": "runtime", "listen": "1.2.3.999:9001"}, ["functions.f.listen", "not an IPv4"]),
     ({"type": "weighted", "targets": [{"function": "g", "weight": 1}]}, ["at least two"]),
     (
         {"type": "grpc"},
@@ -1011,6 +1020,19 @@ FUNCTION_REJECTED: list[tuple[Any, list[str]]] = [
         ["functions.f.headers: X-Id", "a header value is a string"],
     ),
     (
+        # aiohttp refuses every request that has both (ValueError at the first invocation).
+        {
+            "type": "http",
+            "url": "https://alice:s3cret-c0ffee@x/",
+            "headers": {"authorization": {"env": "TOKEN", "prefix": "Bearer "}},
+        },
+        ["functions.f: url has credentials (user:password@)", "Authorization", "only one"],
+    ),
+    (
+        {"type": "http", "url": "https://token@x/", "headers": {"AUTHORIZATION": "Bearer x"}},
+        ["functions.f: url has credentials", "Authorization", "only one"],
+    ),
+    (
         {"type": "python", "handler": "app/handlers.py"},
         ["functions.f.handler", "package.module:function"],
     ),
@@ -1035,6 +1057,21 @@ def test_rejected_functions(function: Any, fragments: list[str]) -> None:
     problems = problems_of(text)
     assert len(problems) == 1, problems
     assert_reported(problems, fragments)
+    assert "s3cret" not in problems[0]
+
+
+def test_url_credentials_alone_or_with_other_headers_are_accepted() -> None:
+    functions = {
+        "f": {
+            "type": "http",
+            "url": "https://alice:s3cret@x/",
+            "headers": {"X-Api-Key": {"env": "KEY"}},
+        }
+    }
+    text = yaml.safe_dump(
+        {"functions": functions, "mappings": [BASES["kinesis"] | {"FunctionName": "f"}]}
+    )
+    assert problems_of(text) == []
 
 
 def test_function_names_are_lambda_names() -> None:

@@ -1121,6 +1121,20 @@ INVALID_CASES = [
         "characters long, at most 4096",
         id="too-long",
     ),
+    # Within 4096 characters, but deeper than compiling (or Python's JSON parser) can recurse.
+    pytest.param(
+        "sqs",
+        '{"body": ' + '{"a":' * 600 + '["x"]' + "}" * 600 + "}",
+        "the pattern nests more than 100 levels deep",
+        id="too-deep",
+    ),
+    pytest.param(
+        "sqs",
+        '{"body": {"a": ' + "[" * 2000 + "]" * 2000 + "}}",
+        "the pattern nests more than 100 levels deep",
+        id="too-deep-for-json",
+    ),
+    pytest.param("sqs", "null", "must be a JSON object", id="null"),
 ]
 
 
@@ -1161,6 +1175,15 @@ def test_a_pattern_of_exactly_4096_characters_is_accepted() -> None:
     pattern = head + text + tail
     assert len(pattern) == MAX_PATTERN_CHARS
     assert compile_filters([pattern], source="sqs").matches(sqs({"a": text}))
+
+
+def test_a_pattern_nested_one_hundred_levels_deep_is_accepted() -> None:
+    # The pattern, "body", 97 objects and the list of values: 100 levels.
+    pattern = '{"body": ' + '{"a": ' * 97 + '["x"]' + "}" * 97 + "}"
+    record: Any = "x"
+    for _ in range(97):
+        record = {"a": record}
+    assert compile_filters([pattern], source="sqs").matches(sqs(record))
 
 
 def test_unknown_source_is_refused() -> None:

@@ -658,3 +658,60 @@ async def test_header_values_appear_in_no_repr_error_or_log(
     for text in texts:  # ... but not the secrets
         for value in SECRETS:
             assert value not in text, (value, text)
+
+
+URL_PASSWORD = "url-password-5a8c31"
+
+
+def with_credentials(url: str, userinfo: str = f"alice:{URL_PASSWORD}") -> str:
+    return url.replace("://", f"://{userinfo}@", 1)
+
+
+async def test_url_credentials_appear_in_no_repr_error_or_log(
+    make_backend: Callable[..., HttpBackend],
+) -> None:
+    texts: list[str] = []
+    with capture_logs() as logs:
+        async with serve() as server:
+            down = make_backend(with_credentials(f"http://127.0.0.1:{free_port()}/ok"))
+            reached = make_backend(with_credentials(f"{server.url}/ok"))
+            texts += [repr(down), repr(reached)]
+            texts.append(str(await invoke_once(down)))
+            assert (await invoke_once(reached)).ok
+        for bad in (
+            with_credentials("ftp://127.0.0.1/ok"),
+            with_credentials("http:///ok"),
+            with_credentials("http://[::1/ok"),
+        ):
+            with pytest.raises(BackendError) as raised:
+                HttpBackend(bad, timeout=1, function_name="orders")
+            texts += [str(raised.value), repr(raised.value)]
+    texts += [repr(entry) for entry in logs]
+
+    # The credentials are still used (as Basic authentication) ...
+    [seen] = server.seen
+    assert seen.headers["Authorization"].startswith("Basic ")
+    assert any("Connect" in text for text in texts)  # ... the errors are there ...
+    assert any("alice:***@" in text for text in texts)
+    for text in texts:  # ... but not the password
+        assert URL_PASSWORD not in text, text
+
+
+@pytest.mark.parametrize("header", ["Authorization", "authorization"])
+@pytest.mark.parametrize("userinfo", [f"alice:{URL_PASSWORD}", "token-only"])
+def test_url_credentials_and_an_authorization_header_are_refused(
+    header: str, userinfo: str
+) -> None:
+    # aiohttp would raise ValueError on every request; refused once, at creation.
+    with pytest.raises(BackendError) as raised:
+        HttpBackend(
+            with_credentials("http://127.0.0.1:8080/ok", userinfo),
+            timeout=1,
+            function_name="orders",
+            headers={header: HeaderSource(env="TOKEN")},
+        )
+
+    assert str(raised.value) == (
+        "function 'orders': the url has credentials and an Authorization header is set: "
+        "give only one of them"
+    )
