@@ -12,6 +12,17 @@ from typing import Any
 
 import anyio
 
+from esm.engine.policy import (
+    DeliveryPolicy,
+    GiveUpPart,
+    Invoke,
+    PartState,
+    Settle,
+    Split,
+    Step,
+    Wait,
+)
+from esm.engine.retry import Backoff, GiveUpCondition, RetryPolicy
 from esm.errors import InvocationError
 from esm.events import encode_event
 from esm.metrics import Metrics
@@ -24,7 +35,6 @@ from esm.model import (
     ResultKind,
 )
 from esm.pipeline.partial import stream_item_failures
-from esm.pipeline.retry import Backoff, GiveUpCondition, RetryPolicy
 from esm.protocols import FunctionBackend
 
 # A backend enforces the function timeout itself; this margin only guards against one that
@@ -80,7 +90,7 @@ class FunctionTarget:
     memory_size: int = 128
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Part:
     """What every part of one batch's delivery shares."""
 
@@ -90,6 +100,8 @@ class _Part:
     on_result: Callable[[InvokeResult], Awaitable[None]] | None
     event_fields: EventFields | None
     check_answer: AnswerCheck | None
+    result: InvokeResult | None = None
+    """The invocation result of the step being performed."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,9 @@ class Deliverer:
     discard: Discard | None = None
     """Where given-up batches go; None drops them (counted in esm_dropped_events_total)."""
 
+    def __post_init__(self) -> None:
+        self.rules = DeliveryPolicy(self.policy, self.backoff, self.bisect)
+
     async def deliver(
         self,
         batch: Batch,
@@ -158,18 +173,95 @@ class Deliverer:
         """Deliver `batch`; parts of it are reported to `on_settled` in order as they settle.
 
         `on_result` sees every invocation's result, after `check_answer` has turned an
-        unacceptable answer into a function error.
+        unacceptable answer into a function error. The decisions are the policy's
+        (`esm.engine.policy`); this driver carries them out.
         """
-        parts: deque[Sequence[Record]] = deque([batch.records])
         part = _Part(stopping, in_flight, on_settled, on_result, event_fields, check_answer)
-        while parts:
-            records = parts.popleft()
-            split = await self._deliver_part(batch.partition, records, part)
-            if split is None:
-                return DeliveryOutcome.ABANDONED
-            # A bisected part comes back as its halves, to be delivered first half first.
-            parts.extendleft(reversed(split))
+        pending: deque[tuple[Record, ...]] = deque([tuple(batch.records)])
+        while pending:
+            state: PartState | None = self.rules.start(pending.popleft())
+            while state is not None:
+                step = self.rules.before_invoke(state, self.clock())
+                if not await self._perform(batch.partition, step, part, pending):
+                    return DeliveryOutcome.ABANDONED
+                if step.state is None or part.result is None:
+                    break
+                state, result = step.state, part.result
+                failed_from = self._failed_from(result, state.records)
+                self._note_result(state.records, result, failed_from, part.in_flight)
+                step = self.rules.after_result(state, result, failed_from)
+                if not await self._perform(batch.partition, step, part, pending):
+                    return DeliveryOutcome.ABANDONED
+                state = step.state
         return DeliveryOutcome.DELIVERED
+
+    async def _perform(
+        self, partition: str, step: Step, part: _Part, pending: deque[tuple[Record, ...]]
+    ) -> bool:
+        """Carry out a step's decisions in order; False when shutdown came first. An
+        invocation's result is left in `part.result`."""
+        part.result = None
+        for decision in step.decisions:
+            if isinstance(decision, Invoke):
+                part.result = await self._invoke(partition, decision.records, part)
+            elif isinstance(decision, Settle):
+                if part.on_settled is not None:
+                    await part.on_settled(decision.records)
+            elif isinstance(decision, GiveUpPart):
+                if not await self._give_up(partition, decision, part):
+                    return False
+            elif isinstance(decision, Split):
+                halves = [r for half in decision.parts for r in half]
+                self._note("bisecting the failed batch", partition, halves, None)
+                # Delivered first half first, before anything else still pending.
+                pending.extendleft(reversed(decision.parts))
+            elif not await self._wait(partition, step.state, decision, part):
+                return False
+        return True
+
+    async def _invoke(self, partition: str, records: Sequence[Record], part: _Part) -> InvokeResult:
+        fields = part.event_fields() if part.event_fields else None
+        labels = {"mapping": self.mapping_id, "shard": partition}
+        result = self._checked(
+            await self.invoke_once(encode_event(records, fields), labels), part.check_answer
+        )
+        if part.on_result is not None:
+            await part.on_result(result)
+        return result
+
+    def _note_result(
+        self,
+        records: Sequence[Record],
+        result: InvokeResult,
+        failed_from: int | None,
+        in_flight: InFlight,
+    ) -> None:
+        """Count an invocation in the metrics and in the batch's /status entry."""
+        function_error = result.kind is ResultKind.FUNCTION_ERROR
+        self.count(result, len(records), failed=function_error or failed_from is not None)
+        if function_error or failed_from is not None:
+            in_flight.attempts += 1
+        elif result.kind is ResultKind.THROTTLE:
+            in_flight.throttles += 1
+        elif result.kind is ResultKind.SYSTEM_ERROR:
+            in_flight.system_errors += 1
+        if failed_from is not None:
+            in_flight.last_error = f"batch item failure from {records[failed_from].sequence}"
+        elif not result.ok:
+            in_flight.last_error = f"{result.kind.value}: {result.error or result.function_error}"
+
+    async def _wait(self, partition: str, state: PartState | None, wait: Wait, part: _Part) -> bool:
+        """Back off before the next attempt; False when shutdown came first."""
+        in_flight = part.in_flight
+        in_flight.next_attempt_at = self.clock() + wait.seconds
+        if state is not None:
+            self._note(
+                "invoke failed, will retry", partition, state.records, state.last_result, wait
+            )
+        with anyio.move_on_after(wait.seconds):
+            await part.stopping.wait()
+        in_flight.next_attempt_at = None
+        return not part.stopping.is_set()
 
     async def deliver_final(
         self,
@@ -188,27 +280,25 @@ class Deliverer:
         while True:
             payload = encode_event((), event_fields())
             result = self._checked(await self.invoke_once(payload, labels), check_answer)
-            self.count(result, 0, failed=result.kind is ResultKind.FUNCTION_ERROR)
+            failed = result.kind is ResultKind.FUNCTION_ERROR
+            self.count(result, 0, failed=failed)
             if on_result is not None:
                 await on_result(result)
-            if result.ok:
-                return DeliveryOutcome.DELIVERED
-            if result.kind is ResultKind.FUNCTION_ERROR:
+            if failed:
                 function_errors += 1
                 in_flight.attempts += 1
-                if self.policy.exhausted(function_errors):
-                    if self.log is not None:
-                        self.log.error(
-                            "final window invocation failed, giving up on it",
-                            shard=partition,
-                            error=result.error,
-                            invoke_count=function_errors,
-                        )
-                    return DeliveryOutcome.DELIVERED
+            if self.rules.after_final_result(function_errors, result):
+                if failed and self.log is not None:
+                    self.log.error(
+                        "final window invocation failed, giving up on it",
+                        shard=partition,
+                        error=result.error,
+                        invoke_count=function_errors,
+                    )
+                return DeliveryOutcome.DELIVERED
             failures += 1
             in_flight.last_error = f"{result.kind.value}: {result.error or result.function_error}"
-            delay = self.retry_delay(failures, result)
-            with anyio.move_on_after(delay):
+            with anyio.move_on_after(self.rules.retry_delay(failures, result)):
                 await stopping.wait()
             if stopping.is_set():
                 return DeliveryOutcome.ABANDONED
@@ -230,157 +320,43 @@ class Deliverer:
             duration=result.duration,
         )
 
-    async def _deliver_part(
-        self, partition: str, records: Sequence[Record], part: _Part
-    ) -> list[Sequence[Record]] | None:
-        """Deliver one part: [] when it is settled, its halves when it was bisected, None
-        when shutdown came first."""
-        stopping, in_flight, on_settled, on_result = (
-            part.stopping,
-            part.in_flight,
-            part.on_settled,
-            part.on_result,
-        )
-        labels = {"mapping": self.mapping_id, "shard": partition}
-        # Failed invocations of exactly `records`: their approximateInvokeCount.
-        function_errors = 0
-        failures = 0
-        last_result: InvokeResult | None = None
-        while True:
-            if self.policy.maximum_record_age_seconds >= 0:
-                fresh = await self._give_up_expired(partition, records, function_errors, part)
-                if fresh is None:
-                    return None
-                if not fresh:
-                    return []
-                records = fresh
-            payload = encode_event(records, part.event_fields() if part.event_fields else None)
-            result = self._checked(await self.invoke_once(payload, labels), part.check_answer)
-            if on_result is not None:
-                await on_result(result)
-            failed_from: int | None = None
-            if result.ok:
-                failed_from = self._failed_from(result, records)
-                if failed_from is None:
-                    self.count(result, len(records), failed=False)
-                    if on_settled is not None:
-                        await on_settled(records)
-                    return []
-                # A partial failure: what comes before the lowest failed record is done.
-                self.count(result, len(records), failed=True)
-                in_flight.attempts += 1
-                if failed_from > 0:
-                    if on_settled is not None:
-                        await on_settled(records[:failed_from])
-                    # The rest is a new, smaller batch with a count of its own, starting at
-                    # zero: AWS invokes a record that keeps failing once in its batch, then
-                    # 1 + MaximumRetryAttempts times in the retried part.
-                    records = records[failed_from:]
-                    function_errors = 0
-                else:
-                    function_errors += 1
-            else:
-                self.count(result, len(records), failed=result.kind is ResultKind.FUNCTION_ERROR)
-                if result.kind is ResultKind.FUNCTION_ERROR:
-                    function_errors += 1
-                    in_flight.attempts += 1
-                    if self.bisect and len(records) > 1:
-                        half = len(records) // 2
-                        self._note("bisecting the failed batch", partition, records, result)
-                        return [records[:half], records[half:]]
-                elif result.kind is ResultKind.THROTTLE:
-                    in_flight.throttles += 1
-                else:
-                    in_flight.system_errors += 1
-            last_result = result
-            counts = result.kind is ResultKind.FUNCTION_ERROR or failed_from is not None
-            if counts and self.policy.exhausted(function_errors):
-                settled = await self._give_up(
-                    GiveUp(
-                        partition,
-                        records,
-                        GiveUpCondition.RETRY_ATTEMPTS_EXHAUSTED,
-                        function_errors,
-                        last_result,
-                        payload,
-                    ),
-                    stopping,
-                    on_settled,
-                )
-                return [] if settled else None
-            failures += 1
-            in_flight.last_error = (
-                f"batch item failure from {records[0].sequence}"
-                if failed_from is not None
-                else f"{result.kind.value}: {result.error or result.function_error}"
-            )
-            delay = self.retry_delay(failures, result)
-            in_flight.next_attempt_at = self.clock() + delay
-            self._note("invoke failed, will retry", partition, records, result, delay)
-            with anyio.move_on_after(delay):
-                await stopping.wait()
-            in_flight.next_attempt_at = None
-            if stopping.is_set():
-                return None
-
-    async def _give_up_expired(
-        self, partition: str, records: Sequence[Record], invocations: int, part: _Part
-    ) -> Sequence[Record] | None:
-        """Give up the records of a part that outlived MaximumRecordAgeInSeconds; the records
-        still to invoke (possibly none), or None when shutdown came first.
-
-        Only the expired records go: the fresh records of the same batch are invoked as
-        usual, as AWS does. Their failure record counts the invocations that included them,
-        at least 1 (AWS writes 1 for a record that expired before it was ever invoked), and
-        has no responseContext, whatever the function answered before.
-        """
-        now = self.clock()
-        too_old = self.policy.too_old
-        expired = [r for r in records if too_old(r.arrival, now)]
-        if not expired:
-            return records
-        give_up = GiveUp(
-            partition,
-            expired,
-            GiveUpCondition.RECORD_AGE_EXCEEDED,
-            max(1, invocations),
-            None,
-            encode_event(expired, part.event_fields() if part.event_fields else None),
-        )
-        if not await self._give_up(give_up, part.stopping, part.on_settled):
-            return None
-        if len(expired) == len(records):
-            return []
-        return [r for r in records if not too_old(r.arrival, now)]
-
     def _failed_from(self, result: InvokeResult, records: Sequence[Record]) -> int | None:
-        if not self.report_item_failures:
+        if not self.report_item_failures or not result.ok:
             return None
         failures = stream_item_failures(result.response, records)
         if failures.reason is not None and self.log is not None:
             self.log.warning("answer reports the whole batch failed", reason=failures.reason)
         return failures.first_failed
 
-    async def _give_up(
-        self, give_up: GiveUp, stopping: anyio.Event, on_settled: Settled | None
-    ) -> bool:
-        count = len(give_up.records)
+    async def _give_up(self, partition: str, decision: GiveUpPart, part: _Part) -> bool:
+        """Store the failure record of given-up records (or drop and count them), then settle
+        them; False when shutdown came first."""
+        records = decision.records
+        fields = part.event_fields() if part.event_fields else None
+        give_up = GiveUp(
+            partition,
+            records,
+            decision.condition,
+            decision.invoke_count,
+            decision.last_result,
+            encode_event(records, fields),
+        )
         if self.log is not None:
             self.log.warning(
                 "giving up on records",
-                shard=give_up.partition,
-                condition=give_up.condition.value,
-                first_sequence=give_up.records[0].sequence,
-                last_sequence=give_up.records[-1].sequence,
-                records=count,
-                invoke_count=give_up.invoke_count,
+                shard=partition,
+                condition=decision.condition.value,
+                first_sequence=records[0].sequence,
+                last_sequence=records[-1].sequence,
+                records=len(records),
+                invoke_count=decision.invoke_count,
             )
         if self.discard is None:
-            self.metrics.dropped_events.labels(self.mapping_id).inc(count)
-        elif not await self.discard(give_up, stopping):
+            self.metrics.dropped_events.labels(self.mapping_id).inc(len(records))
+        elif not await self.discard(give_up, part.stopping):
             return False
-        if on_settled is not None:
-            await on_settled(give_up.records)
+        if part.on_settled is not None:
+            await part.on_settled(records)
         return True
 
     def _note(
@@ -388,29 +364,25 @@ class Deliverer:
         message: str,
         partition: str,
         records: Sequence[Record],
-        result: InvokeResult,
-        delay: float | None = None,
+        result: InvokeResult | None,
+        wait: Wait | None = None,
     ) -> None:
         if self.log is None:
             return
         self.log.warning(
             message,
             shard=partition,
-            result=result.kind.value,
-            error=result.error,
-            function_error=result.function_error,
-            retry_in_seconds=None if delay is None else round(delay, 3),
+            result=None if result is None else result.kind.value,
+            error=None if result is None else result.error,
+            function_error=None if result is None else result.function_error,
+            retry_in_seconds=None if wait is None else round(wait.seconds, 3),
             first_sequence=records[0].sequence,
             records=len(records),
         )
 
     def retry_delay(self, failures: int, result: InvokeResult) -> float:
-        """Seconds before the next attempt after `failures` failures in a row, the last one
-        `result`: exponential backoff, or longer when the function asked (Retry-After)."""
-        delay = self.backoff.delay(failures)
-        if result.retry_after is not None:
-            delay = max(delay, min(result.retry_after, self.backoff.maximum))
-        return delay
+        """Seconds before the next attempt after `failures` failures in a row (SQS uses it)."""
+        return self.rules.retry_delay(failures, result)
 
     async def invoke_once(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
         """One invocation with `payload` (the encoded event), never raising: an event over the

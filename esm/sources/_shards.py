@@ -19,6 +19,7 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from esm.engine.retry import Backoff
 from esm.errors import (
     CheckpointError,
     ExpiredIterator,
@@ -40,7 +41,6 @@ from esm.model import (
 )
 from esm.pipeline.batcher import Batcher, BatchLimits
 from esm.pipeline.deliver import Deliverer, DeliveryOutcome, InFlight, Settled
-from esm.pipeline.retry import Backoff
 from esm.pipeline.settle import SettleTracker
 from esm.pipeline.window import CLOSE_DELAY_SECONDS, WindowState, answer_problem, window_start
 from esm.protocols import CheckpointStore, StreamAPI

@@ -1,0 +1,1 @@
+"""The engine every source runs through: what happens to a batch and when."""
