@@ -102,6 +102,8 @@ class DeliveryPolicy:
         AWS writes approximateInvokeCount 1 for records that expired before they were ever
         invoked, and never a responseContext for RecordAgeExceeded.
         """
+        if self.retry.maximum_record_age_seconds < 0:
+            return Step((Invoke(state.records),), state)
         too_old = self.retry.too_old
         expired = tuple(r for r in state.records if too_old(r.arrival, now))
         if not expired:
