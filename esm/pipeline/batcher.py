@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from esm.model import EVENT_ENVELOPE_BYTES, MAX_INVOKE_PAYLOAD_BYTES, Record
@@ -29,10 +30,13 @@ class Batcher:
     as undeliverable rather than the batcher dropping it).
     """
 
-    def __init__(self, limits: BatchLimits) -> None:
+    def __init__(self, limits: BatchLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
+        self.clock = clock
         self._pending: deque[Record] = deque()
         self._pending_bytes = 0
+        self._window_opened = 0.0
+        self._last_invoke_end = 0.0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -42,6 +46,10 @@ class Batcher:
         return self._pending_bytes
 
     def add(self, records: Iterable[Record]) -> None:
+        if not self._pending:
+            # The window opens when records are waiting, but not before the previous
+            # invocation completed (Lambda starts the next window only then).
+            self._window_opened = max(self.clock(), self._last_invoke_end)
         for record in records:
             self._pending.append(record)
             self._pending_bytes += record.size
@@ -51,6 +59,17 @@ class Batcher:
         if len(self._pending) >= self.limits.batch_size:
             return True
         return EVENT_ENVELOPE_BYTES + self._pending_bytes >= self.limits.max_payload_bytes
+
+    def window_remaining(self) -> float:
+        """Seconds until MaximumBatchingWindowInSeconds has passed for the pending records:
+        0 or less once the batch is due (always, without a window)."""
+        if self.limits.window_seconds <= 0:
+            return 0.0
+        return self._window_opened + self.limits.window_seconds - self.clock()
+
+    def invoked(self) -> None:
+        """The invocation of the last batch taken has completed: the next window may open."""
+        self._last_invoke_end = self.clock()
 
     def first(self) -> Record:
         """The oldest pending record (the batcher must not be empty)."""

@@ -510,22 +510,15 @@ class ShardedStreamRunner:
     ) -> None:
         """Batch and deliver one lane's records in order; results[lane] is True when the
         lane saw the end of the shard with everything delivered."""
-        limits = self.settings.limits
-        batcher = Batcher(limits)
+        batcher = Batcher(self.settings.limits)
         ended = False
-        window_opened = 0.0
-        last_invoke_end = 0.0
         shard_id = state.info.shard_id
 
         def take(item: list[Record] | _EndOfShard) -> None:
-            nonlocal ended, window_opened
+            nonlocal ended
             if isinstance(item, _EndOfShard):
                 ended = True
                 return
-            if not len(batcher):
-                # The window opens when records are waiting, but not before the previous
-                # invocation completed (Lambda starts the next window only then).
-                window_opened = max(time.monotonic(), last_invoke_end)
             batcher.add(item)
 
         window = (
@@ -560,14 +553,12 @@ class ShardedStreamRunner:
                             take(recv.receive_nowait())
                         except anyio.WouldBlock:
                             break
-                    if limits.window_seconds > 0:
-                        deadline = window_opened + limits.window_seconds
-                        while not ended and not batcher.full():
-                            remaining = deadline - time.monotonic()
-                            if remaining <= 0:
-                                break
-                            with anyio.move_on_after(remaining):
-                                take(await recv.receive())
+                    while not ended and not batcher.full():
+                        remaining = batcher.window_remaining()
+                        if remaining <= 0:
+                            break
+                        with anyio.move_on_after(remaining):
+                            take(await recv.receive())
                 except anyio.EndOfStream:
                     # The reader was stopped: undelivered records are read again after restart.
                     return
@@ -593,7 +584,7 @@ class ShardedStreamRunner:
                         if not await self._close_window(state, lane, window):
                             return
                         window.open(current if current is not None else start)
-                last_invoke_end = time.monotonic()
+                batcher.invoked()
                 if outcome is DeliveryOutcome.ABANDONED:
                     return
 

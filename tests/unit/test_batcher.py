@@ -69,3 +69,46 @@ def test_oversized_record_travels_alone() -> None:
     limits = BatchLimits(batch_size=10, max_payload_bytes=100)
     batches = cut_batches([_record(0, 10), _record(1, 500), _record(2, 10)], limits)
     assert [[r.order for r in b] for b in batches] == [[0], [1], [2]]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_window_opens_with_the_first_waiting_record_and_closes_on_the_clock() -> None:
+    clock = FakeClock()
+    batcher = Batcher(BatchLimits(batch_size=10, window_seconds=2.0), clock)
+    clock.now = 105.0
+    batcher.add([_record(1, 10)])
+    assert batcher.window_remaining() == 2.0
+    clock.now = 106.5
+    batcher.add([_record(2, 10)])  # a later record does not move the window
+    assert batcher.window_remaining() == 0.5
+    clock.now = 107.0
+    assert batcher.window_remaining() <= 0
+
+
+def test_a_new_window_opens_with_the_first_record_after_the_batch_was_taken() -> None:
+    clock = FakeClock()
+    batcher = Batcher(BatchLimits(batch_size=1, window_seconds=5.0), clock)
+    batcher.add([_record(1, 10), _record(2, 10)])
+    assert len(batcher.take()) == 1
+    # The record left over keeps the window that opened with it.
+    clock.now = 101.0
+    assert batcher.window_remaining() == 4.0
+    assert len(batcher.take()) == 1
+    clock.now = 110.0
+    batcher.invoked()
+    clock.now = 111.0
+    batcher.add([_record(3, 10)])
+    assert batcher.window_remaining() == 5.0
+
+
+def test_without_a_window_a_batch_is_always_due() -> None:
+    batcher = Batcher(BatchLimits(batch_size=10), FakeClock())
+    batcher.add([_record(1, 10)])
+    assert batcher.window_remaining() == 0.0
