@@ -48,9 +48,9 @@ class Settings:
     def from_environment(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ) if environ is None else environ
         long = env.get("ESM_RELIABILITY_LONG", "") not in ("", "0")
-        trials = int(env.get("ESM_RELIABILITY_TRIALS") or (50 if long else 3))
+        trials = int(env.get("ESM_RELIABILITY_TRIALS") or (50 if long else 5))
         soak = float(env.get("ESM_RELIABILITY_SOAK_SECONDS") or (1800 if long else 0))
-        fuzz = int(env.get("ESM_RELIABILITY_FUZZ_EXAMPLES") or (2000 if long else 150))
+        fuzz = int(env.get("ESM_RELIABILITY_FUZZ_EXAMPLES") or (3000 if long else 500))
         seed_text = env.get("ESM_RELIABILITY_SEED")
         # The short mode is the same every time; the long mode explores (its seed is printed).
         seed = (
@@ -396,9 +396,13 @@ def analyse_kinesis(
     *,
     mapping_id: str,
     checkpoints_at_kill: list[dict[tuple[str, str], int | None]] | None = None,
+    shard_order: dict[str, list[int]] | None = None,
 ) -> KinesisReport:
     """What a sequence of runs delivered, against what was written.
 
+    Order is checked per partition key. `shard_order` (each shard's sequence numbers, for a
+    mapping with one lane per shard) checks it per shard too: within a run, each shard's
+    records come one after the other, in the shard's order.
     `checkpoints_at_kill[r]` is the state file as run r left it when it was killed; run r+1
     must start right after it.
     """
@@ -429,6 +433,32 @@ def analyse_kinesis(
             last[item.key] = item.n
         for key, n in last.items():
             highest[key] = max(highest.get(key, -1), n)
+
+    if shard_order is not None:
+        position = {
+            (shard, seq): i for shard, seqs in shard_order.items() for i, seq in enumerate(seqs)
+        }
+        furthest: dict[str, int] = {}  # across earlier runs, per shard
+        for run in runs:
+            at: dict[str, int] = {}
+            for item in (i for i in items if i.run == run):
+                here = position[(item.shard, item.sequence)]
+                previous = at.get(item.shard)
+                if previous is None and here > furthest.get(item.shard, -1) + 1:
+                    report.restart_skips.append(
+                        f"run {run}: {item.shard} started at #{here}, "
+                        f"#{furthest.get(item.shard, -1) + 1} not delivered yet"
+                    )
+                elif previous is not None and here <= previous:
+                    report.order_violations.append(
+                        f"run {run}: {item.shard} sequence {item.sequence} (#{here}) came "
+                        f"after #{previous}"
+                    )
+                elif previous is not None and here > previous + 1:
+                    report.gaps.append(f"run {run}: {item.shard} went from #{previous} to #{here}")
+                at[item.shard] = here
+            for shard, here in at.items():
+                furthest[shard] = max(furthest.get(shard, -1), here)
 
     if checkpoints_at_kill is not None:
         for run, checkpoints in enumerate(checkpoints_at_kill):

@@ -3,7 +3,11 @@ a summary) or lists clear problems (exit 1) - never a traceback, never an except
 
 Files are mostly-valid configurations, mutated: values of the wrong type, numbers out of
 range, unknown and misspelt keys, deeper nesting, odd unicode, missing sections, and text
-edits of the YAML itself (stray characters, tabs, repeated lines, truncation, `${...}`).
+edits of the YAML itself (stray characters, tabs, repeated lines, truncation, tags, `${...}`).
+
+Crashes found and reported but not fixed yet are listed in KNOWN_ISSUES, each with a
+reproducer that runs as an expected failure; the fuzzer recognises them (by where the
+exception comes from) and goes on, so that anything else it finds stands out.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import os
 import re
 import subprocess
 import sys
+import traceback
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
 from esm.cli import main
@@ -29,28 +35,135 @@ from .harness import SETTINGS
 
 pytestmark = [pytest.mark.reliability]
 
-# Nesting is kept modest: YAML nested thousands deep is a known RecursionError in the YAML
-# loader, fixed separately (tests/unit/test_config.py covers it once fixed).
+# Nesting is kept modest: YAML nested thousands deep is a known RecursionError in the loader,
+# being fixed in the configuration loader (KNOWN_ISSUES["deep_nesting"]).
 MAX_NESTING = 100
-# A huge file of unknown keys is known to be slow to report; files stay small here.
+# Files stay small: a huge file of unknown keys is known to be slow to report (being fixed).
 MAX_LIST = 6
-
-# Characters YAML does not allow anywhere in a file (C0 controls but tab and newlines, DEL,
-# C1 controls but NEL, U+FFFE/U+FFFF): esm validate raises yaml's ReaderError with a
-# traceback instead of reporting a problem. Reported; until it is fixed the generators leave
-# these characters out, and test_unprintable_character_is_a_problem documents the case.
-_UNPRINTABLE = re.compile(
-    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
-)
-
-
-def printable(text: str) -> str:
-    return _UNPRINTABLE.sub("", text)
-
 
 # `esm run` exits 2 on configuration problems today and is being changed to exit 1 like
 # `esm validate`; both are accepted until then.
 RUN_CONFIG_EXIT = frozenset({1, 2})
+
+_AT_TIMESTAMP_MAPPING = """functions:
+  f: {type: http, url: "http://127.0.0.1:8080/"}
+mappings:
+  - FunctionName: f
+    EventSourceArn: arn:aws:kinesis:us-east-1:123456789012:stream/orders
+    StartingPosition: AT_TIMESTAMP
+    StartingPositionTimestamp: %s
+"""
+
+KNOWN_ISSUES: dict[str, tuple[str, str]] = {
+    # name: (what happens, a file that shows it). Each is reported; test_known_issue runs
+    # the file as an expected failure, and passes once the issue is fixed.
+    #
+    # yaml_loading: _load_yaml catches only yaml.YAMLError, and only around get_single_data,
+    # so anything else raised while the file is read escapes with a traceback:
+    "unprintable_character": (
+        "a character YAML forbids (C0/C1 controls, U+FFFE) raises ReaderError from _Loader's "
+        "constructor, before the try",
+        "\x1f{}\n",
+    ),
+    "unprintable_nul": ("the same with NUL", "mappings: [\x00]\n"),
+    "int_too_long": (
+        "an integer of more than 4300 digits: PyYAML's int() raises ValueError (Python's "
+        "limit on integer string conversion)",
+        "polling: {records_limit: 1" + "0" * 5000 + "}\nmappings: []\n",
+    ),
+    "impossible_date": (
+        "an unquoted impossible date (2024-02-30): PyYAML's timestamp constructor raises "
+        "ValueError",
+        _AT_TIMESTAMP_MAPPING % "2024-02-30T00:00:00Z",
+    ),
+    "timestamp_tag": (
+        "!!timestamp on a string that is no timestamp: PyYAML raises AttributeError",
+        "state: {path: !!timestamp foo}\nmappings: []\n",
+    ),
+    "set_tag_on_scalar": (
+        "!!set on a scalar: _Loader.construct_mapping iterates the scalar's text before "
+        "PyYAML checks the node is a mapping (ValueError: not enough values to unpack)",
+        "!!set null\n",
+    ),
+    "unhashable_key": (
+        "a key that is a set (!!set): _Loader.construct_mapping looks it up in a dict before "
+        "PyYAML reports an unhashable key (TypeError)",
+        "{!!set : 1}\n",
+    ),
+    "deep_nesting": (
+        "YAML nested 5,000 deep: RecursionError (being fixed)",
+        "functions: " + "[" * 5000 + "]" * 5000 + "\nmappings: []\n",
+    ),
+    # timestamp: StartingPositionTimestamp is checked with datetime.fromtimestamp, whose
+    # OverflowError is not a ValueError pydantic would turn into a problem; NaN passes.
+    "timestamp_nan": (
+        "StartingPositionTimestamp .nan passes validation, then describe_config's "
+        "datetime.fromtimestamp raises ValueError",
+        _AT_TIMESTAMP_MAPPING % ".nan",
+    ),
+    "timestamp_infinite": (
+        "StartingPositionTimestamp .inf: _check_timestamp raises OverflowError",
+        _AT_TIMESTAMP_MAPPING % ".inf",
+    ),
+    "timestamp_huge": ("the same with a 20-digit integer", _AT_TIMESTAMP_MAPPING % ("9" * 20)),
+    # label_line_breaks: not a crash, but problems that are not one per line.
+    "label_line_breaks": (
+        "a mapping's label repeats its FunctionName and EventSourceArn raw, so a line break "
+        "in them splits a problem over several lines",
+        'functions: {}\nmappings:\n  - {FunctionName: "or\\nders", EventSourceArn: x}\n',
+    ),
+}
+
+
+def known_crash(exc: BaseException) -> str | None:
+    """Which known issue an exception escaping `esm validate` is, if any: told by where it
+    came from."""
+    frames = [(Path(f.filename).name, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+    return _classify(type(exc).__name__, frames)
+
+
+def _classify(kind: str, frames: list[tuple[str, str]]) -> str | None:
+    functions = {function for _, function in frames}
+    if "_load_yaml" in functions:
+        # Whatever escapes while the YAML is read: _load_yaml catches yaml.YAMLError only,
+        # and only around get_single_data.
+        return "yaml_loading"
+    if kind in ("ValueError", "OverflowError") and functions & {"_check_timestamp", "_iso"}:
+        return "timestamp"
+    return None
+
+
+def known_in_traceback(text: str) -> str | None:
+    """The same, from a traceback printed by a process."""
+    frames = [
+        (Path(f).name, function)
+        for f, function in re.findall(r'File "([^"]+)", line \d+, in (\S+)', text)
+    ]
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    return _classify(last.split(":")[0].rsplit(".", 1)[-1], frames)
+
+
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _breaks_label(text: str) -> bool:
+    """The file gives a mapping a FunctionName or EventSourceArn with a line break in it
+    (KNOWN_ISSUES["label_line_breaks"])."""
+    try:
+        data = yaml.safe_load(text)
+    except Exception:
+        return False
+    items = data.get("mappings") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return False
+    for item in items:
+        if isinstance(item, dict):
+            for key in ("FunctionName", "FunctionArn", "EventSourceArn"):
+                value = item.get(key)
+                if isinstance(value, str) and _LINE_BREAKS & set(value):
+                    return True
+    return False
+
 
 KINESIS_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 DYNAMODB_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
@@ -94,6 +207,7 @@ BASE: dict[str, Any] = {
             "ParallelizationFactor": 4,
             "BisectBatchOnFunctionError": True,
             "MaximumRetryAttempts": 3,
+            "MaximumRecordAgeInSeconds": 3600,
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
             "DestinationConfig": {
                 "OnFailure": {"Destination": "arn:aws:sqs:us-east-1:123456789012:orders-dlq"}
@@ -103,6 +217,7 @@ BASE: dict[str, Any] = {
             "FunctionName": "audit",
             "EventSourceArn": DYNAMODB_ARN,
             "StartingPosition": "LATEST",
+            "TumblingWindowInSeconds": 60,
             "FilterCriteria": {"Filters": [{"Pattern": '{"eventName": ["REMOVE"]}'}]},
         },
         {
@@ -111,6 +226,24 @@ BASE: dict[str, Any] = {
             "BatchSize": 50,
             "MaximumBatchingWindowInSeconds": 2,
             "ScalingConfig": {"MaximumConcurrency": 20},
+        },
+        {
+            "FunctionName": "worker",
+            "EventSourceArn": KINESIS_ARN,
+            "StartingPosition": "AT_TIMESTAMP",
+            "StartingPositionTimestamp": 1700000000,
+        },
+        {
+            "FunctionName": "arn:aws:lambda:us-east-1:123456789012:function:real",
+            "EventSourceArn": f"{KINESIS_ARN}/consumer/esm:1700000000",
+            "StartingPosition": "TRIM_HORIZON",
+            "DestinationConfig": {"OnFailure": {"Destination": "arn:aws:s3:::failures"}},
+        },
+        {
+            "FunctionName": "image",
+            "EventSourceArn": "arn:aws:sqs:us-east-1:123456789012:payments.fifo",
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "Enabled": False,
         },
     ],
 }
@@ -135,8 +268,9 @@ ODD_STRINGS = [
     "\ufeff",
     "\U0001d518\U0001d52b\U0001d526\U0001d520",  # fraktur letters
     "\uff55\uff53-\uff45\uff41\uff53\uff54-\uff11",  # full-width us-east-1
-    "١٢٣",
-    "127.0.0.1:١٢٣",
+    "\u0661\u0662\u0663",  # Arabic-Indic digits
+    "127.0.0.1:\u0661\u0662\u0663",
+    "127.0.0.1:\u00b2",
     "arn:aws:kinesis:us-east-1:123456789012:stream/",
     "arn:aws:sqs:::",
     "arn:aws:lambda:us-east-1:123456789012:function:orders:$LATEST",
@@ -149,25 +283,39 @@ ODD_STRINGS = [
     "https://[::1",
     "http://exa mple.com/",
     "x" * 3000,
-    "\x00",
     "\t",
     "app.handlers:",
-    "😀:😀",
-    "TRIM_HORIZON\n",
+    "\U0001f600:\U0001f600",
+    "TRIM_HORIZON ",
+    "2024-05-01T12:00:00Z",
+    "2999-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+14:00",
     "2024-13-45T99:99:99Z",
 ]
 
+text_chars = st.characters(blacklist_categories=("Cs",))
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from([0, -1, 1, 2**31, 2**63, 10**400]),
+    st.sampled_from([0, -1, 1, 2**31, 2**63, -(2**63), 10**30, 10**400]),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=20),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e20, 5e-324, 0.1, -0.0]),
+    st.text(text_chars, max_size=20),
     st.sampled_from(ODD_STRINGS),
+    st.dates(),
+    st.datetimes(timezones=st.sampled_from([None, UTC])),
+)
+EDGE_NUMBERS = st.one_of(
+    st.sampled_from(
+        [0, -1, 1, 2**31, 2**63, -(2**63), 10**20, float("nan"), float("inf"), float("-inf")]
+    ),
+    st.sampled_from([1e20, -1e20, 5e-324, 0.5, -0.0, 1e308, 10000, 10001, 900, 901, 43201]),
+    st.integers(),
+    st.floats(),
 )
 keys = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+    st.text(text_chars, max_size=12),
     st.sampled_from(["type", "mappings", "functions", "BatchSize", "batchsize", "Batch Size"]),
     st.integers(min_value=-5, max_value=5),
     st.booleans(),
@@ -228,10 +376,28 @@ def documents(draw: st.DrawFn) -> tuple[Any, bool]:
         target = _get(doc, path)
         operation = draw(
             st.sampled_from(
-                ["replace", "replace", "delete", "unknown_key", "rename", "wrap", "nest", "grow"]
+                [
+                    "replace",
+                    "replace",
+                    "edge_number",
+                    "delete",
+                    "unknown_key",
+                    "rename",
+                    "wrap",
+                    "nest",
+                    "grow",
+                ]
             )
         )
-        if operation == "replace" or (operation == "delete" and not path):
+        numbers = [
+            p
+            for p in paths
+            if isinstance(_get(doc, p), int | float) and not isinstance(_get(doc, p), bool)
+        ]
+        if operation == "edge_number" and numbers:
+            # Range checks: a number where a number belongs, just not a sensible one.
+            doc = _set(doc, draw(st.sampled_from(numbers)), draw(EDGE_NUMBERS))
+        elif operation == "replace" or (operation == "delete" and not path):
             doc = _set(doc, path, draw(values))
         elif operation == "delete":
             parent = _get(doc, path[:-1])
@@ -270,34 +436,14 @@ def _edit_text(text: str, data: st.DataObject) -> str:
     """Text-level damage that a data structure cannot express."""
     lines = text.splitlines(keepends=True)
     edit = data.draw(
-        st.sampled_from(["insert", "delete", "repeat_line", "tab", "truncate", "anchor"])
+        st.sampled_from(["insert", "insert", "delete", "repeat_line", "tab", "truncate", "alias"])
     )
     position = data.draw(st.integers(0, max(0, len(text) - 1)))
     if edit == "insert":
         junk = data.draw(
             st.one_of(
-                st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8),
-                st.sampled_from(
-                    [
-                        "${",
-                        "${A:-",
-                        "$",
-                        ":",
-                        "- ",
-                        "{",
-                        "[",
-                        "&a",
-                        "*a",
-                        "!!python/object:os.system",
-                        "\t",
-                        "'",
-                        '"',
-                        "? ",
-                        "%YAML 1.1\n",
-                        "---\n",
-                        "...\n",
-                    ]
-                ),
+                st.text(text_chars, min_size=1, max_size=8),
+                st.sampled_from(TEXT_JUNK),
             )
         )
         return text[:position] + junk + text[position:]
@@ -315,13 +461,61 @@ def _edit_text(text: str, data: st.DataObject) -> str:
     return "root: &a [*a]\n" + text
 
 
-def check_validate(path: Path, *, must_pass: bool = False) -> tuple[int, str]:
-    """`esm validate -c path` in-process; asserts the outcome is 0 or clear problems and 1."""
+TEXT_JUNK = [
+    "${",
+    "${A:-",
+    "$",
+    ":",
+    "- ",
+    "{",
+    "[",
+    "&a",
+    "*a",
+    "*nowhere",
+    "<<: *a\n",
+    "!!python/object:os.system",
+    "!!binary ",
+    "!!timestamp ",
+    "!!int ",
+    "!!float ",
+    "!!set ",
+    "!!omap ",
+    "!!str ",
+    "!custom ",
+    "\t",
+    "'",
+    '"',
+    "? ",
+    "? [a, b]\n: c\n",
+    "%YAML 1.1\n",
+    "%TAG ! tag:example.com,2000:\n",
+    "---\n",
+    "...\n",
+    "#",
+    " 2024-02-30",
+    " 1" + "0" * 4400,
+    " .nan",
+    " .inf",
+    " 0x" + "f" * 20,
+    " 0o777",
+    " 1_000",
+    " 190:20:30",
+    "\u2028",
+    "\x85",
+]
+
+
+def check_validate(path: Path, *, must_pass: bool = False) -> str:
+    """`esm validate -c path` in-process; asserts the outcome is exit 0 with a summary or
+    exit 1 with clear problems. Returns the outcome: "valid", "invalid" or "known:<issue>"."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(["validate", "-c", str(path)])
-        except BaseException as exc:  # anything escaping is the bug this test looks for
+        except BaseException as exc:  # anything escaping is what this test looks for
+            issue = known_crash(exc)
+            if issue is not None and not must_pass:
+                return f"known:{issue}"
             text = path.read_text(encoding="utf-8", errors="replace")
             raise AssertionError(
                 f"esm validate raised {type(exc).__name__}: {exc!r}\n--- file ---\n{text[:2000]}"
@@ -330,25 +524,29 @@ def check_validate(path: Path, *, must_pass: bool = False) -> tuple[int, str]:
     assert_clear(code, stdout, stderr, path)
     if must_pass:
         assert code == 0, stderr
-    return code, stdout + stderr
+    return "valid" if code == 0 else "invalid"
 
 
 def assert_clear(
     code: int, stdout: str, stderr: str, path: Path, exits: frozenset[int] = frozenset({1})
 ) -> None:
-    text = path.read_text(encoding="utf-8", errors="replace")[:2000]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    shown = text[:2000]
     both = stdout + stderr
-    assert "Traceback" not in both, f"{both}\n--- file ---\n{text}"
-    assert code in {0, *exits}, f"exit {code}\n{both}\n--- file ---\n{text}"
+    assert "Traceback" not in both, f"{both}\n--- file ---\n{shown}"
+    assert code in {0, *exits}, f"exit {code}\n{both}\n--- file ---\n{shown}"
     if code == 0:
         assert re.match(r"\d+ mappings?, \d+ functions?\n", stdout), stdout
         return
     header = re.match(r"configuration invalid: (\d+) problem\(s\)\n", stderr)
-    assert header, f"{both}\n--- file ---\n{text}"
-    problems = [line for line in stderr.splitlines()[1:] if line.startswith("  - ")]
-    assert len(problems) == int(header[1]) > 0, f"{stderr}\n--- file ---\n{text}"
-    # Every line is a problem: no stray output, no empty problems.
-    assert len(stderr.splitlines()) == 1 + len(problems), stderr
+    assert header, f"{both}\n--- file ---\n{shown}"
+    if _breaks_label(text):
+        event("known:label_line_breaks")
+        return
+    lines = stderr.rstrip("\n").split("\n")
+    problems = [line for line in lines[1:] if line.startswith("  - ")]
+    # Every line after the header is one problem, none empty.
+    assert len(problems) == int(header[1]) == len(lines) - 1 > 0, f"{stderr}\n--- file ---\n{shown}"
     assert all(line[4:].strip() for line in problems), stderr
 
 
@@ -369,7 +567,7 @@ def test_base_configuration_is_valid(tmp_path: Path) -> None:
     """The fuzzer's starting point validates: mutations are what make files invalid."""
     path = tmp_path / "esm.yaml"
     path.write_text(_dump(BASE), encoding="utf-8")
-    check_validate(path, must_pass=True)
+    assert check_validate(path, must_pass=True) == "valid"
 
 
 @seed(SETTINGS.seed)
@@ -380,39 +578,41 @@ def test_validate_never_crashes(
 ) -> None:
     doc, pristine = documents
     text = _dump(doc)
-    edited = data.draw(st.integers(0, 3)) == 0
+    edited = data.draw(st.integers(0, 2)) == 0
     if edited:
         text = _edit_text(text, data)
     path = tmp_path_factory.mktemp("fuzz") / "esm.yaml"
-    path.write_text(printable(text), encoding="utf-8")
-    check_validate(path, must_pass=pristine and not edited)
+    path.write_text(text, encoding="utf-8")
+    event(check_validate(path, must_pass=pristine and not edited))
 
 
 @seed(SETTINGS.seed)
 @FUZZ
 @given(
-    raw=st.binary(max_size=400) | st.text(max_size=400).map(lambda t: t.encode("utf-8", "replace"))
+    raw=st.binary(max_size=400)
+    | st.text(max_size=400).map(lambda t: t.encode("utf-8", "surrogatepass"))
 )
 def test_validate_never_crashes_on_arbitrary_bytes(
     raw: bytes, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # Bytes that are not UTF-8 stay as they are: a problem of their own.
-    with contextlib.suppress(UnicodeDecodeError):
-        raw = printable(raw.decode("utf-8")).encode("utf-8")
     path = tmp_path_factory.mktemp("fuzz") / "esm.yaml"
     path.write_bytes(raw)
-    check_validate(path)
+    event(check_validate(path))
 
 
-@pytest.mark.xfail(
-    reason="known: a character YAML forbids (here U+001F) raises ReaderError with a traceback",
-    strict=False,
-)
-@pytest.mark.parametrize("text", ["\x1f{}\n", "mappings: [\x00]\n", "log: {level: \ufffe}\n"])
-def test_unprintable_character_is_a_problem(text: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(KNOWN_ISSUES))
+@pytest.mark.xfail(reason="known issue, reported: see KNOWN_ISSUES", strict=False)
+def test_known_issue(name: str, tmp_path: Path) -> None:
+    """Each known issue's reproducer; it passes once the issue is fixed."""
     path = tmp_path / "esm.yaml"
-    path.write_text(text, encoding="utf-8")
-    check_validate(path)
+    path.write_text(KNOWN_ISSUES[name][1], encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["validate", "-c", str(path)])
+    assert code == 1
+    lines = err.getvalue().rstrip("\n").split("\n")
+    assert lines[0].startswith("configuration invalid:")
+    assert all(line.startswith("  - ") for line in lines[1:])
 
 
 SPECIAL_FILES = {
@@ -434,6 +634,9 @@ SPECIAL_FILES = {
     "document_list": "---\nmappings: []\n---\nmappings: []\n",
     "huge_int": f"polling: {{records_limit: {10**4000}}}\nmappings: []\n",
     "deep_but_modest": "functions: " + "[" * MAX_NESTING + "]" * MAX_NESTING + "\nmappings: []\n",
+    "timestamp_far_past": _AT_TIMESTAMP_MAPPING % "0001-01-01T00:00:00+14:00",
+    "timestamp_future": _AT_TIMESTAMP_MAPPING % "2999-01-01T00:00:00Z",
+    "timestamp_negative": _AT_TIMESTAMP_MAPPING % "-1e300",
 }
 
 
@@ -441,7 +644,7 @@ SPECIAL_FILES = {
 def test_validate_special_files(name: str, tmp_path: Path) -> None:
     path = tmp_path / "esm.yaml"
     path.write_text(SPECIAL_FILES[name], encoding="utf-8")
-    check_validate(path)
+    assert check_validate(path) == "invalid"
 
 
 def _subprocess(command: str, path: Path) -> subprocess.CompletedProcess[str]:
@@ -467,8 +670,11 @@ def test_validate_as_a_process(
     if data.draw(st.booleans()):
         text = _edit_text(text, data)
     path = tmp_path_factory.mktemp("fuzz") / "esm.yaml"
-    path.write_text(printable(text), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     done = _subprocess("validate", path)
+    if "Traceback" in done.stderr and known_in_traceback(done.stderr):
+        event("known issue")
+        return
     assert_clear(done.returncode, done.stdout, done.stderr, path)
 
 
