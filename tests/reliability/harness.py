@@ -10,6 +10,7 @@ when its request is read after that process was killed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import anyio.abc
 import orjson
@@ -165,6 +167,19 @@ class EsmProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    async def wait_ready(self, admin: str, seconds: float = 60) -> None:
+        """Until /readyz says ready: every mapping is polling, and signals are handled (a
+        SIGTERM before that ends the process the default way, not with a graceful stop)."""
+        async with aiohttp.ClientSession() as http:
+            with anyio.move_on_after(seconds):
+                while self.alive:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"{admin}/readyz") as answer:
+                            if answer.status == 200:
+                                return
+                    await anyio.sleep(0.1)
+        raise AssertionError(f"esm not ready within {seconds:g} s:\n{self.log_tail()}")
 
     async def kill(self) -> None:
         """SIGKILL: no cleanup, no shutdown grace, nothing flushed."""

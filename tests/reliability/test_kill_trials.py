@@ -18,7 +18,8 @@ import anyio
 import pytest
 from aiobotocore.session import get_session
 
-from esm.config import load_config
+from esm.config import parse_config
+from tests.conftest import free_port
 
 from .harness import (
     SETTINGS,
@@ -106,6 +107,7 @@ async def test_kinesis_kill_9_trials(moto_endpoint: str, kinesis: Any, tmp_path:
     BatchSize: {BATCH_SIZE}
     ParallelizationFactor: 3
 """
+    admin_port = free_port()
     checkpoints: list[dict[tuple[str, str], int | None]] = []
     moments: list[str] = []
     async with FunctionReceiver(seed) as receiver, anyio.create_task_group() as tg:
@@ -116,19 +118,39 @@ async def test_kinesis_kill_9_trials(moto_endpoint: str, kinesis: Any, tmp_path:
                 function_url=receiver.url(run),
                 state_path=state,
                 mappings=mappings,
+                admin_listen=f"127.0.0.1:{admin_port}",
             )
 
         esm = EsmProcess(tmp_path, configure)
+        ids = [m.mapping_id for m in parse_config(configure(0), environ={}).mappings]
         stop_producing = anyio.Event()
-        for producer in producers:
-            tg.start_soon(lambda p=producer: p.run(stop_producing, per_tick=8, tick=0.05))
+        produced = [anyio.Event() for _ in producers]
+
+        async def produce(producer: KinesisProducer, done: anyio.Event) -> None:
+            try:
+                await producer.run(stop_producing, per_tick=8, tick=0.05)
+            finally:
+                done.set()
+
+        for producer, done in zip(producers, produced, strict=True):
+            tg.start_soon(produce, producer, done)
         try:
             for trial in range(trials):
                 await esm.start(trial)
                 moments.append(await kill_at_random_moment(esm, receiver, rng, [arn_a, arn_b]))
                 checkpoints.append(read_checkpoints(state))
             stop_producing.set()
+            for done in produced:
+                await done.wait()
+            # Where each shard ends: the last run is done when its checkpoint is there (what
+            # it delivers may all have been delivered before, by a killed run).
+            tails = {}
+            for producer, mapping_id in zip(producers, ids, strict=True):
+                for shard, records in (await shard_truth(kinesis, producer.stream)).items():
+                    if records:
+                        tails[(mapping_id, shard)] = records[-1][0]
             await esm.start(trials)
+            await esm.wait_ready(f"http://127.0.0.1:{admin_port}")
             for producer, arn in zip(producers, (arn_a, arn_b), strict=True):
                 await wait_until(
                     lambda p=producer, a=arn: (
@@ -137,14 +159,17 @@ async def test_kinesis_kill_9_trials(moto_endpoint: str, kinesis: Any, tmp_path:
                     120,
                     f"everything delivered after the last restart (seed {seed})\n{esm.log_tail()}",
                 )
+            await wait_until(
+                lambda: all(read_checkpoints(state).get(k) == v for k, v in tails.items()),
+                120,
+                f"every shard checkpointed at its last record (seed {seed})\n{esm.log_tail()}",
+            )
             assert esm.alive, esm.log_tail()
             assert await esm.stop() == 0, esm.log_tail()
         finally:
             stop_producing.set()
             esm.cleanup()
 
-    config = load_config(esm.config_path, environ={})
-    ids = [m.mapping_id for m in config.mappings]
     final = read_checkpoints(state)
     lines = [f"kinesis kill -9: seed={seed} trials={trials} kills at: {', '.join(moments)}"]
     for producer, arn, mapping_id, lanes in zip(
@@ -187,7 +212,11 @@ async def test_kinesis_kill_9_trials(moto_endpoint: str, kinesis: Any, tmp_path:
         # last record.
         for shard, records in truth.items():
             if records:
-                assert final.get((mapping_id, shard)) == records[-1][0], (shard, where)
+                saved = final.get((mapping_id, shard))
+                assert saved == records[-1][0], (
+                    f"{shard}: checkpoint {saved} after the graceful stop, last record "
+                    f"{records[-1][0]} {where}\n{esm.log_tail(15)}"
+                )
     print("\n".join(lines))
 
 
@@ -212,6 +241,7 @@ async def test_sqs_kill_9_trials(moto_endpoint: str, sqs: Any, tmp_path: Path) -
     ScalingConfig: {{MaximumConcurrency: {max_concurrency}}}
 """
     moments: list[str] = []
+    admin_port = free_port()
     async with FunctionReceiver(seed) as receiver, anyio.create_task_group() as tg:
 
         def configure(run: int) -> str:
@@ -220,6 +250,7 @@ async def test_sqs_kill_9_trials(moto_endpoint: str, sqs: Any, tmp_path: Path) -
                 function_url=receiver.url(run),
                 state_path=state,
                 mappings=mappings,
+                admin_listen=f"127.0.0.1:{admin_port}",
             )
 
         esm = EsmProcess(tmp_path, configure)
@@ -231,6 +262,7 @@ async def test_sqs_kill_9_trials(moto_endpoint: str, sqs: Any, tmp_path: Path) -
                 moments.append(await kill_at_random_moment(esm, receiver, rng, [arn]))
             stop_producing.set()
             await esm.start(trials)
+            await esm.wait_ready(f"http://127.0.0.1:{admin_port}")
             await wait_until(
                 lambda: len({m for _, m in sqs_ids(receiver, arn)}) >= producer.sent,
                 120,
