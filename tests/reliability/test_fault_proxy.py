@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
 from tests.conftest import free_port
 
@@ -62,6 +64,64 @@ async def test_schedule_is_seeded() -> None:
     first = decisions(3)
     assert first[1] == Fault("stall", 35.0)
     assert {f.kind for f in first if f} >= {"reset", "http_503", "throttle"}
+
+
+async def test_faults_look_like_the_service_to_botocore(
+    moto_endpoint: str, kinesis: Any, sqs: Any
+) -> None:
+    """Each injected answer reaches the client as the service's own error would."""
+    stream = f"rel-{uuid.uuid4().hex[:10]}"
+    await kinesis.create_stream(StreamName=stream, ShardCount=1)
+    url = (await sqs.create_queue(QueueName=f"rel-{uuid.uuid4().hex[:10]}"))["QueueUrl"]
+    schedule = FaultSchedule(seed=0)
+    no_retries = AioConfig(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=2)
+    async with (
+        FaultProxy(moto_endpoint, schedule) as proxy,
+        get_session().create_client(
+            "kinesis", region_name="us-east-1", endpoint_url=proxy.url, config=no_retries
+        ) as proxied_kinesis,
+        get_session().create_client(
+            "sqs", region_name="us-east-1", endpoint_url=proxy.url, config=no_retries
+        ) as proxied_sqs,
+    ):
+
+        async def kinesis_error(fault: Fault) -> str:
+            schedule.force(fault)
+            try:
+                await proxied_kinesis.list_shards(StreamName=stream)
+            except ClientError as exc:
+                return str(exc.response["Error"]["Code"])
+            except (BotoCoreError, aiohttp.ClientError) as exc:
+                return type(exc).__name__
+            return "no error"
+
+        async def sqs_error(fault: Fault) -> str:
+            schedule.force(fault)
+            try:
+                await proxied_sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+            except ClientError as exc:
+                return str(exc.response["Error"]["Code"])
+            except (BotoCoreError, aiohttp.ClientError) as exc:
+                return type(exc).__name__
+            return "no error"
+
+        assert await kinesis_error(Fault("throttle")) == "ProvisionedThroughputExceededException"
+        assert await kinesis_error(Fault("http_500")) == "InternalFailure"
+        assert await kinesis_error(Fault("http_503")) == "ServiceUnavailable"
+        assert await kinesis_error(Fault("reset")) in {
+            "EndpointConnectionError",
+            "ConnectionClosedError",
+        }
+        assert await kinesis_error(Fault("delay", 0.1)) == "no error"
+        assert await sqs_error(Fault("throttle")) == "RequestThrottled"
+        assert await sqs_error(Fault("http_503")) == "ServiceUnavailable"
+        assert await sqs_error(Fault("reset_after")) in {
+            "EndpointConnectionError",
+            "ConnectionClosedError",
+        }
+        # A stall outlasts the client's read timeout.
+        assert await sqs_error(Fault("stall", 5)) == "ReadTimeoutError"
+    assert proxy.forwarded >= 2
 
 
 async def metric_total(admin: str, name: str, **labels: str) -> float:
