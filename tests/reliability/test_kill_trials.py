@@ -110,7 +110,9 @@ async def test_kinesis_kill_9_trials(moto_endpoint: str, kinesis: Any, tmp_path:
     admin_port = free_port()
     checkpoints: list[dict[tuple[str, str], int | None]] = []
     moments: list[str] = []
-    async with FunctionReceiver(seed) as receiver, anyio.create_task_group() as tg:
+    # A function that takes up to 0.1 s keeps batches in flight most of the time, so that
+    # kills land in the middle of invocations.
+    async with FunctionReceiver(seed, max_delay=0.1) as receiver, anyio.create_task_group() as tg:
 
         def configure(run: int) -> str:
             return esm_config(
@@ -242,7 +244,7 @@ async def test_sqs_kill_9_trials(moto_endpoint: str, sqs: Any, tmp_path: Path) -
 """
     moments: list[str] = []
     admin_port = free_port()
-    async with FunctionReceiver(seed) as receiver, anyio.create_task_group() as tg:
+    async with FunctionReceiver(seed, max_delay=0.1) as receiver, anyio.create_task_group() as tg:
 
         def configure(run: int) -> str:
             return esm_config(
