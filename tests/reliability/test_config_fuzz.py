@@ -38,15 +38,13 @@ pytestmark = [
     pytest.mark.timeout(max(120, SETTINGS.fuzz_examples // 5)),
 ]
 
-# Nesting is kept modest: YAML nested thousands deep is a known RecursionError in the loader,
-# being fixed in the configuration loader (KNOWN_ISSUES["deep_nesting"]).
+# Generated nesting and sizes stay modest to keep examples fast; very deep nesting and
+# characters YAML forbids are checked once each in SPECIAL_FILES.
 MAX_NESTING = 100
-# Files stay small: a huge file of unknown keys is known to be slow to report (being fixed).
 MAX_LIST = 6
 
-# `esm run` exits 2 on configuration problems today and is being changed to exit 1 like
-# `esm validate`; both are accepted until then.
-RUN_CONFIG_EXIT = frozenset({1, 2})
+# `esm run` reports configuration problems as `esm validate` does, and exits 1 too.
+RUN_CONFIG_EXIT = frozenset({1})
 
 _AT_TIMESTAMP_MAPPING = """functions:
   f: {type: http, url: "http://127.0.0.1:8080/"}
@@ -61,14 +59,9 @@ KNOWN_ISSUES: dict[str, tuple[str, str]] = {
     # name: (what happens, a file that shows it). Each is reported; test_known_issue runs
     # the file as an expected failure, and passes once the issue is fixed.
     #
-    # yaml_loading: _load_yaml catches only yaml.YAMLError, and only around get_single_data,
-    # so anything else raised while the file is read escapes with a traceback:
-    "unprintable_character": (
-        "a character YAML forbids (C0/C1 controls, U+FFFE) raises ReaderError from _Loader's "
-        "constructor, before the try",
-        "\x1f{}\n",
-    ),
-    "unprintable_nul": ("the same with NUL", "mappings: [\x00]\n"),
+    # yaml_loading: _load_yaml catches yaml.YAMLError and RecursionError around
+    # get_single_data, but PyYAML's constructors and _Loader.construct_mapping raise other
+    # exceptions for some input, which escape with a traceback:
     "int_too_long": (
         "an integer of more than 4300 digits: PyYAML's int() raises ValueError (Python's "
         "limit on integer string conversion)",
@@ -92,10 +85,6 @@ KNOWN_ISSUES: dict[str, tuple[str, str]] = {
         "a key that is a set (!!set): _Loader.construct_mapping looks it up in a dict before "
         "PyYAML reports an unhashable key (TypeError)",
         "{!!set : 1}\n",
-    ),
-    "deep_nesting": (
-        "YAML nested 5,000 deep: RecursionError (being fixed)",
-        "functions: " + "[" * 5000 + "]" * 5000 + "\nmappings: []\n",
     ),
     # timestamp: StartingPositionTimestamp is checked with datetime.fromtimestamp, whose
     # OverflowError is not a ValueError pydantic would turn into a problem; NaN passes.
@@ -128,8 +117,7 @@ def known_crash(exc: BaseException) -> str | None:
 def _classify(kind: str, frames: list[tuple[str, str]]) -> str | None:
     functions = {function for _, function in frames}
     if "_load_yaml" in functions:
-        # Whatever escapes while the YAML is read: _load_yaml catches yaml.YAMLError only,
-        # and only around get_single_data.
+        # Whatever escapes while the YAML is read (see KNOWN_ISSUES).
         return "yaml_loading"
     if kind in ("ValueError", "OverflowError") and functions & {"_check_timestamp", "_iso"}:
         return "timestamp"
@@ -189,10 +177,12 @@ BASE: dict[str, Any] = {
             "type": "http",
             "url": "http://127.0.0.1:8080/",
             "timeout": 30,
-            "headers": {"Authorization": {"env": "TOKEN", "prefix": "Bearer "}},
+            # validate checks that the variable is set: PATH always is.
+            "headers": {"X-Search-Path": {"env": "PATH", "prefix": "path "}},
         },
-        "audit": {"type": "python", "handler": "app.handlers:handle"},
-        "worker": {"type": "command", "command": ["python3", "handler.py"], "mode": "persistent"},
+        # validate imports handlers and looks for commands, as start-up does.
+        "audit": {"type": "python", "handler": "esm.examples.handlers:handle"},
+        "worker": {"type": "command", "command": ["python3", "-c", "pass"], "mode": "persistent"},
         "real": {"type": "lambda", "function_name": "orders", "qualifier": "live"},
         "image": {"type": "runtime", "listen": "127.0.0.1:9001"},
         "canary": {
@@ -637,6 +627,11 @@ SPECIAL_FILES = {
     "only_comment": "# nothing\n",
     "document_list": "---\nmappings: []\n---\nmappings: []\n",
     "huge_int": f"polling: {{records_limit: {10**4000}}}\nmappings: []\n",
+    "unprintable_character": "\x1f{}\n",
+    "unprintable_nul": "mappings: [\x00]\n",
+    "unprintable_noncharacter": "log: {level: \ufffe}\n",
+    "deep_nesting": "functions: " + "[" * 5000 + "]" * 5000 + "\nmappings: []\n",
+    "deep_mapping_nesting": "functions: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
     "deep_but_modest": "functions: " + "[" * MAX_NESTING + "]" * MAX_NESTING + "\nmappings: []\n",
     "timestamp_far_past": _AT_TIMESTAMP_MAPPING % "0001-01-01T00:00:00+14:00",
     "timestamp_future": _AT_TIMESTAMP_MAPPING % "2999-01-01T00:00:00Z",
