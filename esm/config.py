@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import math
 import os
 import re
 import reprlib
@@ -1176,11 +1177,16 @@ class MappingConfig(_Model):
                 f"StartingPosition is AT_TIMESTAMP (it is {position})"
             )
         now = _context(info).get("now") or time.time()
+        if not math.isfinite(value):
+            raise _fail(f"{_show(value)} is not a time: give epoch seconds or an ISO 8601 time")
         if value < 0:
             raise _fail(f"{_show(value)} is out of range: must not be before 1970")
         if value > now:
-            iso = datetime.fromtimestamp(value, UTC).isoformat()
-            raise _fail(f"{_show(value)} ({iso}) is in the future: it must be a past time")
+            try:
+                when = f" ({datetime.fromtimestamp(value, UTC).isoformat()})"
+            except (OverflowError, ValueError, OSError):
+                when = ""  # past year 9999
+            raise _fail(f"{_show(value)}{when} is in the future: it must be a past time")
         return value
 
     @field_validator("ParallelizationFactor")
@@ -1546,6 +1552,13 @@ def _load_yaml(
         line = getattr(loader, "line", None)
         where = source if line is None else f"{source}:{line + 1}"
         raise ConfigError([f"{where}: invalid YAML: nested too deeply"]) from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # PyYAML's constructors fail this way on values that parse but cannot be built: an
+        # impossible date, an integer of thousands of digits, a tag on the wrong kind of node.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        raise ConfigError([f"{source}: invalid YAML: a value cannot be read: {reason}"]) from None
     finally:
         loader.dispose()
     return data, loader.duplicates
@@ -1645,9 +1658,16 @@ def _mapping_label(index: int, raw: Any) -> str:
     item = items[index] if isinstance(items, list) and index < len(items) else None
     if not isinstance(item, dict):
         return f"mappings[{index}]"
-    function = item.get("FunctionName", item.get("FunctionArn", "?"))
-    source = item.get("EventSourceArn", "?")
+    function = _one_line(item.get("FunctionName", item.get("FunctionArn", "?")))
+    source = _one_line(item.get("EventSourceArn", "?"))
     return f"mappings[{index}] ({function} <- {source})"
+
+
+def _one_line(value: Any) -> str:
+    """A value as a label shows it: short, and with no line break to split a problem."""
+    text = value if isinstance(value, str) else _show(value)
+    text = " ".join(text.splitlines()) if text else text
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _path_text(parts: tuple[str | int, ...]) -> str:

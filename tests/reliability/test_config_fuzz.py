@@ -5,9 +5,8 @@ Files are mostly-valid configurations, mutated: values of the wrong type, number
 range, unknown and misspelt keys, deeper nesting, odd unicode, missing sections, and text
 edits of the YAML itself (stray characters, tabs, repeated lines, truncation, tags, `${...}`).
 
-Crashes found and reported but not fixed yet are listed in KNOWN_ISSUES, each with a
-reproducer that runs as an expected failure; the fuzzer recognises them (by where the
-exception comes from) and goes on, so that anything else it finds stands out.
+Crashes it found are kept in LOADER_REGRESSIONS, each with its reproducer, and must stay
+fixed; the fuzzer tolerates no traceback at all.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import traceback
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -55,13 +53,11 @@ mappings:
     StartingPositionTimestamp: %s
 """
 
-KNOWN_ISSUES: dict[str, tuple[str, str]] = {
-    # name: (what happens, a file that shows it). Each is reported; test_known_issue runs
-    # the file as an expected failure, and passes once the issue is fixed.
+LOADER_REGRESSIONS: dict[str, tuple[str, str]] = {
+    # name: (what used to happen, a file that shows it). Each was found by this fuzzer and
+    # fixed; each file must now give clear problem lines and exit 1.
     #
-    # yaml_loading: _load_yaml catches yaml.YAMLError and RecursionError around
-    # get_single_data, but PyYAML's constructors and _Loader.construct_mapping raise other
-    # exceptions for some input, which escape with a traceback:
+    # PyYAML's constructors raise more than yaml.YAMLError for some input:
     "int_too_long": (
         "an integer of more than 4300 digits: PyYAML's int() raises ValueError (Python's "
         "limit on integer string conversion)",
@@ -105,55 +101,6 @@ KNOWN_ISSUES: dict[str, tuple[str, str]] = {
         'functions: {}\nmappings:\n  - {FunctionName: "or\\nders", EventSourceArn: x}\n',
     ),
 }
-
-
-def known_crash(exc: BaseException) -> str | None:
-    """Which known issue an exception escaping `esm validate` is, if any: told by where it
-    came from."""
-    frames = [(Path(f.filename).name, f.name) for f in traceback.extract_tb(exc.__traceback__)]
-    return _classify(type(exc).__name__, frames)
-
-
-def _classify(kind: str, frames: list[tuple[str, str]]) -> str | None:
-    functions = {function for _, function in frames}
-    if "_load_yaml" in functions:
-        # Whatever escapes while the YAML is read (see KNOWN_ISSUES).
-        return "yaml_loading"
-    if kind in ("ValueError", "OverflowError") and functions & {"_check_timestamp", "_iso"}:
-        return "timestamp"
-    return None
-
-
-def known_in_traceback(text: str) -> str | None:
-    """The same, from a traceback printed by a process."""
-    frames = [
-        (Path(f).name, function)
-        for f, function in re.findall(r'File "([^"]+)", line \d+, in (\S+)', text)
-    ]
-    last = text.strip().splitlines()[-1] if text.strip() else ""
-    return _classify(last.split(":")[0].rsplit(".", 1)[-1], frames)
-
-
-_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
-
-
-def _breaks_label(text: str) -> bool:
-    """The file gives a mapping a FunctionName or EventSourceArn with a line break in it
-    (KNOWN_ISSUES["label_line_breaks"])."""
-    try:
-        data = yaml.safe_load(text)
-    except Exception:
-        return False
-    items = data.get("mappings") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        return False
-    for item in items:
-        if isinstance(item, dict):
-            for key in ("FunctionName", "FunctionArn", "EventSourceArn"):
-                value = item.get(key)
-                if isinstance(value, str) and _LINE_BREAKS & set(value):
-                    return True
-    return False
 
 
 KINESIS_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
@@ -500,15 +447,12 @@ TEXT_JUNK = [
 
 def check_validate(path: Path, *, must_pass: bool = False) -> str:
     """`esm validate -c path` in-process; asserts the outcome is exit 0 with a summary or
-    exit 1 with clear problems. Returns the outcome: "valid", "invalid" or "known:<issue>"."""
+    exit 1 with clear problems. Returns the outcome: "valid" or "invalid"."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(["validate", "-c", str(path)])
         except BaseException as exc:  # anything escaping is what this test looks for
-            issue = known_crash(exc)
-            if issue is not None and not must_pass:
-                return f"known:{issue}"
             text = path.read_text(encoding="utf-8", errors="replace")
             raise AssertionError(
                 f"esm validate raised {type(exc).__name__}: {exc!r}\n--- file ---\n{text[:2000]}"
@@ -533,9 +477,6 @@ def assert_clear(
         return
     header = re.match(r"configuration invalid: (\d+) problem\(s\)\n", stderr)
     assert header, f"{both}\n--- file ---\n{shown}"
-    if _breaks_label(text):
-        event("known:label_line_breaks")
-        return
     lines = stderr.rstrip("\n").split("\n")
     problems = [line for line in lines[1:] if line.startswith("  - ")]
     # Every line after the header is one problem, none empty.
@@ -593,12 +534,11 @@ def test_validate_never_crashes_on_arbitrary_bytes(
     event(check_validate(path))
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_ISSUES))
-@pytest.mark.xfail(reason="known issue, reported: see KNOWN_ISSUES", strict=False)
-def test_known_issue(name: str, tmp_path: Path) -> None:
-    """Each known issue's reproducer; it passes once the issue is fixed."""
+@pytest.mark.parametrize("name", sorted(LOADER_REGRESSIONS))
+def test_fixed_loader_cases_stay_fixed(name: str, tmp_path: Path) -> None:
+    """Each crash the fuzzer found, now one clear problem and exit 1."""
     path = tmp_path / "esm.yaml"
-    path.write_text(KNOWN_ISSUES[name][1], encoding="utf-8")
+    path.write_text(LOADER_REGRESSIONS[name][1], encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["validate", "-c", str(path)])
@@ -610,9 +550,7 @@ def test_known_issue(name: str, tmp_path: Path) -> None:
 
 SPECIAL_FILES = {
     # Aliases referencing each other (the "billion laughs" shape): YAML shares the nodes, so
-    # the file loads at once. Known and reported: each problem shows the value with a full
-    # repr() cut to 120 characters afterwards (_show), which expands the shared nodes, so
-    # every level multiplies the time by 9 (seven levels: about 9 s). Kept at five here.
+    # the file loads at once, and problems show values through a bounded repr.
     "laughs": "a: &a [x, x, x, x, x, x, x, x, x]\n"
     + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcd", "bcde", strict=True)
@@ -671,9 +609,6 @@ def test_validate_as_a_process(
     path = tmp_path_factory.mktemp("fuzz") / "esm.yaml"
     path.write_text(text, encoding="utf-8")
     done = _subprocess("validate", path)
-    if "Traceback" in done.stderr and known_in_traceback(done.stderr):
-        event("known issue")
-        return
     assert_clear(done.returncode, done.stdout, done.stderr, path)
 
 
