@@ -228,6 +228,33 @@ def test_the_config_sets_the_admin_port_and_a_state_path_on_the_volume() -> None
     }
 
 
+def test_functions_no_mapping_uses_are_left_out() -> None:
+    import yaml
+
+    # Helm merges maps: the example function of the default values would stay beside the
+    # user's functions, so esm.yaml keeps only those a mapping uses.
+    values = {
+        "config": {
+            "functions": {
+                "pay": {"type": "weighted", "targets": [{"function": "a", "weight": 1}]},
+                "a": {"type": "http", "url": "http://a:8080/"},
+                "spare": {"type": "http", "url": "http://spare:8080/"},
+                "real": {"type": "lambda"},
+            },
+            "mappings": [
+                {"FunctionName": "pay", "EventSourceArn": SQS},
+                {
+                    "FunctionName": "arn:aws:lambda:us-east-1:123456789012:function:real:live",
+                    "EventSourceArn": KINESIS,
+                    "StartingPosition": "LATEST",
+                },
+            ],
+        }
+    }
+    config = yaml.safe_load(one(render(CHART, values), "ConfigMap")["data"]["esm.yaml"])
+    assert sorted(config["functions"]) == ["a", "pay", "real"]
+
+
 def test_secrets_come_from_existing_secrets() -> None:
     rendered = render(CHART, RICH)
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
@@ -351,3 +378,38 @@ def test_network_policy_opens_the_admin_port_and_restricts_egress() -> None:
     assert {"podSelector": {"matchLabels": test_pod}} in ingress["from"]
     ports = [p["port"] for rule in policy["egress"] for p in rule.get("ports", [])]
     assert {53, 443, 80, 8080} <= set(ports)
+
+
+def test_sidecar_stop_order_the_app_outlives_esm() -> None:
+    statefulset = one(render(EXAMPLE), "StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    app, esm = pod["containers"]
+    assert (app["name"], esm["name"]) == ("app", "esm")
+    assert "lifecycle" not in esm, "esm gets SIGTERM at once and drains"
+    grace = 30  # config.delivery.shutdown_grace_seconds of the example
+    assert app["lifecycle"]["preStop"] == {"sleep": {"seconds": grace + 5}}
+    assert pod["terminationGracePeriodSeconds"] == grace + 5 + 10
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert labels["esm-sidecar"] == f"{RELEASE}-esm"
+    assert pod["serviceAccountName"] == f"{RELEASE}-esm"
+    assert pod["securityContext"]["fsGroup"] == 10001
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "esm-state"
+    assert "esm-state" not in {v["name"] for v in pod["volumes"]}
+
+    longer = render(
+        EXAMPLE,
+        {"esm": {"config": {"delivery": {"shutdown_grace_seconds": 90}}, "sidecar": {
+            "preStop": "exec", "preStopExtraSeconds": 10, "appShutdownSeconds": 20}}},
+    )  # fmt: skip
+    pod = one(longer, "StatefulSet")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "100"]}}
+    assert pod["terminationGracePeriodSeconds"] == 120
+
+
+def test_sidecar_without_persistence_keeps_its_state_on_an_empty_dir() -> None:
+    rendered = render(EXAMPLE, {"esm": {"persistence": {"enabled": False}}})
+    statefulset = one(rendered, "StatefulSet")
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["esm-state"]

@@ -75,6 +75,27 @@ app.kubernetes.io/part-of: esm
 {{- $_ := set $state "path" (printf "%s/esm-state.db" (trimSuffix "/" .Values.statePath)) }}
 {{- end }}
 {{- $_ := set $config "state" $state }}
+{{- /* Values merge maps: the default example function would stay beside the user's own.
+Keep only the functions a mapping uses (and the targets of weighted ones). */}}
+{{- $functions := default dict (get $config "functions") }}
+{{- $used := dict }}
+{{- range (default list (get $config "mappings")) }}
+{{- $name := toString (default (get . "FunctionArn") (get . "FunctionName")) }}
+{{- $parts := splitList ":" $name }}
+{{- if and (hasPrefix "arn:" $name) (ge (len $parts) 7) }}{{ $name = index $parts 6 }}{{ end }}
+{{- $_ := set $used $name true }}
+{{- $function := get $functions $name }}
+{{- if kindIs "map" $function }}
+{{- range (default list (get $function "targets")) }}
+{{- if kindIs "map" . }}{{ $_ := set $used (toString (get . "function")) true }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $kept := dict }}
+{{- range $name, $function := $functions }}
+{{- if hasKey $used $name }}{{ $_ := set $kept $name $function }}{{ end }}
+{{- end }}
+{{- $_ := set $config "functions" $kept }}
 {{- toYaml $config }}
 {{- end }}
 
