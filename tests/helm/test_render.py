@@ -17,6 +17,7 @@ from ._helm import (
     RELEASE,
     kinds,
     merge,
+    notes,
     objects,
     one,
     render,
@@ -413,3 +414,17 @@ def test_sidecar_without_persistence_keeps_its_state_on_an_empty_dir() -> None:
     assert "volumeClaimTemplates" not in statefulset["spec"]
     volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
     assert "emptyDir" in volumes["esm-state"]
+
+
+def test_notes_say_how_to_check_and_warn_about_lost_checkpoints() -> None:
+    text = notes(CHART)
+    assert "esm 0.1.0 (standalone): 1 mapping(s), 1 function(s)." in text
+    assert f"port-forward service/{RELEASE}-esm 9464" in text
+    assert "/readyz" in text
+    assert "WARNING" not in text, "SQS mappings keep no checkpoints"
+    streams = {"config": {"mappings": [{"FunctionName": "example", "EventSourceArn": KINESIS,
+                                        "StartingPosition": "LATEST"}]}}  # fmt: skip
+    assert "checkpoints on an emptyDir" in notes(CHART, streams)
+    assert "WARNING" not in notes(CHART, merge(streams, {"persistence": {"enabled": True}}))
+    memory = merge(streams, {"config": {"state": {"backend": "memory"}}})
+    assert "state.backend is memory" in notes(CHART, memory)
