@@ -11,8 +11,12 @@ COPY pyproject.toml README.md ./
 COPY esm ./esm
 RUN pip install . && rm -rf /opt/esm/build
 
-RUN useradd --system --uid 10001 --home-dir /var/lib/esm --create-home esm
-USER 10001
+# uid and gid 10001: what the Helm chart's securityContext (runAsUser, runAsGroup, fsGroup)
+# expects. /var/lib/esm/state is where the chart mounts the state volume.
+RUN groupadd --system --gid 10001 esm \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/esm --create-home esm \
+    && install -d -o 10001 -g 10001 /var/lib/esm/state
+USER 10001:10001
 WORKDIR /var/lib/esm
 
 # Metrics, health and status.

@@ -133,6 +133,8 @@ _SQS_RESOURCE = re.compile(r"(?P<name>[a-zA-Z0-9_-]{1,75}(?:\.fifo)?|[a-zA-Z0-9_
 _SNS_RESOURCE = re.compile(r"[a-zA-Z0-9_-]{1,256}(?:\.fifo)?")
 _S3_RESOURCE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# A mapping's `name`: a Prometheus label value, a log field and an HTTP header value.
+_MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _LAMBDA_ARN = re.compile(
     r"arn:aws[a-zA-Z0-9-]*:lambda:(?P<region>[^:]+):(?P<account>\d{12}):function:"
     r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?"
@@ -1059,6 +1061,8 @@ class MappingConfig(_Model):
     ScalingConfig: MappingScalingConfig | None = None
     MetricsConfig: MappingMetricsConfig | None = None
     Tags: dict[str, str] = Field(default_factory=dict)
+    name: str | None = None
+    """esm's own key: the mapping's name in metrics, logs and the X-Esm-Mapping header."""
 
     @field_validator("EventSourceArn")
     @classmethod
@@ -1278,6 +1282,16 @@ class MappingConfig(_Model):
             raise _fail(f"applies only to SQS sources, not to {source.describe()}: remove it")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and _MAPPING_NAME.fullmatch(value) is None:
+            raise _fail(
+                f"{_show(value)} is not a mapping name: 1 to 128 letters, digits, '.', '_' "
+                "and '-', starting with a letter or digit"
+            )
+        return value
+
     # Resolved values the daemon uses.
 
     @property
@@ -1312,6 +1326,15 @@ class MappingConfig(_Model):
         return str(
             uuid.uuid5(_MAPPING_ID_NAMESPACE, f"{self.function_name}\n{self.EventSourceArn}")
         )
+
+    @property
+    def mapping_name(self) -> str:
+        """The mapping's readable name, its `mapping` label in metrics and logs: `name`, or
+        FUNCTION-SOURCE (the function's key and the stream, table or queue name) when none
+        is given. Checkpoints are keyed by `mapping_id`, so renaming keeps them."""
+        if self.name is not None:
+            return self.name
+        return f"{self.function_name}-{self.source.name}"
 
     @property
     def batch_size(self) -> int:
@@ -1408,6 +1431,7 @@ class EsmConfig(_Model):
         if not value:
             raise _fail("at least one mapping is required")
         first_seen: dict[str, int] = {}
+        first_named: dict[str, int] = {}
         problems = []
         for index, mapping in enumerate(value):
             earlier = first_seen.setdefault(mapping.mapping_id, index)
@@ -1416,6 +1440,15 @@ class EsmConfig(_Model):
                     f"mappings[{index}] ({mapping.label()}) has the same function and "
                     f"EventSourceArn as mappings[{earlier}]: a function takes one mapping per "
                     "source (AWS: ResourceConflictException)"
+                )
+                continue
+            name = mapping.mapping_name
+            earlier = first_named.setdefault(name, index)
+            if earlier != index:
+                how = "" if mapping.name is not None else " (derived from function and source)"
+                problems.append(
+                    f"mappings[{index}] ({mapping.label()}): name {name!r}{how} is already "
+                    f"the name of mappings[{earlier}]: give each mapping its own `name`"
                 )
         if problems:
             raise _fail(*problems)
@@ -1813,7 +1846,8 @@ def describe_config(config: EsmConfig) -> str:
             if mapping.starting_position_timestamp is not None:
                 start += f" {_iso(mapping.starting_position_timestamp)}"
         lines.append(
-            f"mapping {mapping.mapping_id}: {source.kind} {what} {source.name} "
+            f"mapping {mapping.mapping_name} ({mapping.mapping_id}): "
+            f"{source.kind} {what} {source.name} "
             f"({source.region}) -> function {mapping.function_name}, "
             f"batch size {mapping.batch_size}, window {mapping.batching_window_seconds}s"
             f"{start}, {'enabled' if mapping.Enabled else 'disabled'}"

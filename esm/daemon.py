@@ -22,7 +22,7 @@ from esm.checkpoints import open_checkpoint_store
 from esm.destinations import create_destination, parse_arn
 from esm.engine.retry import Backoff, RetryPolicy
 from esm.errors import BackendError, SettingError
-from esm.metrics import Metrics
+from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.pipeline.batcher import BatchLimits
 from esm.pipeline.concurrency import ConcurrencyLimitedBackend
@@ -161,13 +161,13 @@ def record_filter(mapping: MappingConfig, metrics: Metrics) -> Callable[[Record]
         try:
             return compiled.matches(record.entry)
         except Exception as exc:
-            metrics.contained_errors.labels(mapping.mapping_id, "filter").inc()
+            metrics.contained_errors.labels(mapping.mapping_name, "filter").inc()
             if not logged:
                 logged = True
                 log.error(
                     "FilterCriteria failed on a record; delivering it unfiltered "
                     "(later failures are only counted)",
-                    mapping=mapping.mapping_id,
+                    mapping=mapping.mapping_name,
                     sequence=record.sequence,
                     error=f"{type(exc).__name__}: {exc}",
                 )
@@ -240,6 +240,8 @@ class Daemon:
         self._clients: dict[tuple[str, str], Any] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._stopped = False
+        # Each mapping's name (its metrics and logs label), by id.
+        self._names = {m.mapping_id: m.mapping_name for m in config.mappings}
 
     # -- public ------------------------------------------------------------------------
 
@@ -265,6 +267,7 @@ class Daemon:
             runner = self.runners.get(mapping.mapping_id)
             entry: dict[str, Any] = {
                 "id": mapping.mapping_id,
+                "name": mapping.mapping_name,
                 "function": mapping.function_name,
                 "event_source_arn": mapping.EventSourceArn,
                 "enabled": mapping.Enabled,
@@ -294,6 +297,16 @@ class Daemon:
         backends: dict[str, FunctionBackend] = dict(self._given_backends)
         # What the mappings call: each backend behind its function's concurrency limit.
         limited: dict[str, FunctionBackend] = {}
+        self.metrics.describe_mappings(
+            MappingInfo(
+                name=m.mapping_name,
+                uuid=m.mapping_id,
+                function=m.function_name,
+                event_source_arn=m.EventSourceArn,
+                source=m.source_kind,
+            )
+            for m in config.mappings
+        )
         try:
             async with contextlib.AsyncExitStack() as stack:
                 clients = _Clients(self, stack)
@@ -301,7 +314,7 @@ class Daemon:
                 # fails here, before any task starts.
                 for mapping in config.mappings:
                     if not mapping.Enabled:
-                        log.info("mapping disabled", mapping=mapping.mapping_id)
+                        log.info("mapping disabled", mapping=mapping.mapping_name)
                         continue
                     name = mapping.function_name
                     if name not in limited:
@@ -377,10 +390,11 @@ class Daemon:
                     return
                 failures += 1
                 delay = backoff.delay(failures)
-                self.metrics.contained_errors.labels(mapping_id, "mapping").inc()
+                label = self._names[mapping_id]
+                self.metrics.contained_errors.labels(label, "mapping").inc()
                 log.error(
                     "mapping failed, restarting it from its checkpoints",
-                    mapping=mapping_id,
+                    mapping=label,
                     error=_one_line(exc),
                     retry_in_seconds=round(delay, 3),
                 )
@@ -469,10 +483,10 @@ class Daemon:
             source="dynamodb" if mapping.source_kind == "dynamodb" else "kinesis",
             stream_arn=mapping.source.stream_arn,
             function_arn=function_arn(mapping),
-            mapping_id=mapping.mapping_id,
+            mapping_id=mapping.mapping_name,
             metrics=self.metrics,
             backoff=self._backoff(),
-            log=structlog.get_logger("esm.destination").bind(mapping=mapping.mapping_id),
+            log=structlog.get_logger("esm.destination").bind(mapping=mapping.mapping_name),
         )
 
     def _backoff(self) -> Backoff:
@@ -586,10 +600,10 @@ class Daemon:
                 timeout=function.timeout,
                 memory_size=function.memory_size,
             ),
-            mapping.mapping_id,
+            mapping.mapping_name,
             self.metrics,
             backoff=self._backoff(),
-            log=structlog.get_logger("esm.delivery").bind(mapping=mapping.mapping_id),
+            log=structlog.get_logger("esm.delivery").bind(mapping=mapping.mapping_name),
             policy=RetryPolicy(
                 maximum_retry_attempts=mapping.MaximumRetryAttempts,
                 maximum_record_age_seconds=mapping.MaximumRecordAgeInSeconds,
@@ -605,6 +619,7 @@ class Daemon:
         scaling = mapping.ScalingConfig
         settings = QueueSettings(
             mapping_id=mapping.mapping_id,
+            mapping_name=mapping.mapping_name,
             queue_arn=mapping.EventSourceArn,
             region=mapping.region,
             limits=BatchLimits(
@@ -643,6 +658,7 @@ class Daemon:
         config = self.config
         settings = StreamSettings(
             mapping_id=mapping.mapping_id,
+            mapping_name=mapping.mapping_name,
             starting_position=starting_position(mapping),
             limits=BatchLimits(
                 batch_size=mapping.batch_size,

@@ -127,7 +127,7 @@ async def _create_queue(endpoint: str, messages: int) -> str:
 
 
 def _deleted(daemon: Daemon) -> int:
-    queue_mapping = daemon.config.mappings[1].mapping_id
+    queue_mapping = daemon.config.mappings[1].mapping_name
     return int(daemon.metrics.deleted_events.labels(queue_mapping)._value.get())
 
 

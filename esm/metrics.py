@@ -7,10 +7,29 @@ Names mirror the CloudWatch metrics AWS publishes for event source mappings
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from esm import __version__
+
+# No `_created` series beside each counter and histogram: they double the series a scrape
+# returns and no dashboard or alert uses them. This must run before any metric is created.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _DURATION_BUCKETS = (
     0.001,
@@ -34,11 +53,34 @@ _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 class Metrics:
-    """The daemon's metrics. Labels: `mapping` (the mapping's id) and `shard` where it applies."""
+    """The daemon's metrics. Labels: `mapping` (the mapping's name) and `shard` where it
+    applies. Besides esm's own: esm_build_info, and the process_* and python_* metrics of
+    the Python client's process, platform and garbage collector collectors."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The client's standard collectors, on this registry (the client's default registry
+        # has them already).
+        if r is not REGISTRY:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        self.build_info = Info("esm_build", "The esm version running, and its Python.", registry=r)
+        self.build_info.info({"version": __version__, "python_version": platform.python_version()})
+        self.mapping_info = Info(
+            "esm_mapping",
+            "Each configured mapping: its name (the `mapping` label of every other metric), "
+            "its UUID, function, event source ARN and source kind.",
+            ["mapping"],
+            registry=r,
+        )
+        self.concurrent_invocations = Gauge(
+            "esm_concurrent_invocations",
+            "Invocations of the mapping's function in flight now (ConcurrentExecutions).",
+            ["mapping"],
+            registry=r,
+        )
         self.polled_events = Counter(
             "esm_polled_events",
             "Records read from the event source (PolledEventCount).",
@@ -200,6 +242,18 @@ class Metrics:
             registry=r,
         )
 
+    def describe_mappings(self, mappings: Iterable[MappingInfo]) -> None:
+        """Export esm_mapping_info for each mapping of the configuration."""
+        for mapping in mappings:
+            self.mapping_info.labels(mapping.name).info(
+                {
+                    "uuid": mapping.uuid,
+                    "function": mapping.function,
+                    "event_source_arn": mapping.event_source_arn,
+                    "source": mapping.source,
+                }
+            )
+
     def track_shard_reads(
         self, mapping: str, shard: str, clock: Callable[[], float] = time.monotonic
     ) -> ReadClock:
@@ -233,6 +287,17 @@ class Metrics:
         with contextlib.suppress(KeyError):
             self.iterator_age.remove(mapping, shard)
         self.forget_shard_reads(mapping, shard)
+
+
+@dataclass(frozen=True)
+class MappingInfo:
+    """What esm_mapping_info says about one mapping."""
+
+    name: str
+    uuid: str
+    function: str
+    event_source_arn: str
+    source: str
 
 
 class ReadClock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -127,7 +128,9 @@ class SqliteCheckpointStore:
         try:
             return func(self._connection(), *args)
         except sqlite3.Error as exc:
-            raise CheckpointError(f"checkpoint store {self.path}: {exc}") from exc
+            raise CheckpointError(
+                f"checkpoint store {self.path}: {exc}{self._permission_hint()}"
+            ) from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -139,7 +142,9 @@ class SqliteCheckpointStore:
             try:
                 self._target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise CheckpointError(f"checkpoint store {self.path}: {exc}") from exc
+                raise CheckpointError(
+                    f"checkpoint store {self.path}: {exc}{self._permission_hint()}"
+                ) from exc
         # check_same_thread is off because anyio may pick a different worker thread for each
         # call; the limiter guarantees only one of them uses the connection at a time.
         # isolation_level=None: statements commit on their own, transactions are explicit.
@@ -155,6 +160,27 @@ class SqliteCheckpointStore:
             conn.close()
             raise
         return conn
+
+    def _permission_hint(self) -> str:
+        """Why the file cannot be written when the reason is permissions, else "": SQLite's
+        own message ("unable to open database file") does not say."""
+        if not isinstance(self._target, Path):
+            return ""
+        # The nearest existing directory on the way to the file.
+        directory = self._target.parent
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent
+        if not directory.is_dir():
+            return ""
+        file_writable = not self._target.exists() or os.access(self._target, os.R_OK | os.W_OK)
+        if os.access(directory, os.W_OK | os.X_OK) and file_writable:
+            return ""
+        return (
+            f" (esm runs as uid {os.getuid()}, which may not write {directory}"
+            f"{'' if file_writable else ' or the file'}: give it that directory; in "
+            "Kubernetes, set the pod's securityContext.fsGroup so that volumes are writable "
+            "by esm's group)"
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # IMMEDIATE takes the write lock before reading the version, so two processes

@@ -145,6 +145,8 @@ class Deliverer:
     backend: FunctionBackend
     target: FunctionTarget
     mapping_id: str
+    """The mapping's `mapping` label in metrics and in each invocation's labels (the X-Esm-Mapping
+    header); the daemon gives the mapping's name."""
     metrics: Metrics
     backoff: Backoff = field(default_factory=Backoff)
     clock: Callable[[], float] = time.time
@@ -410,7 +412,11 @@ class Deliverer:
         )
         started = time.monotonic()
         result: InvokeResult | None = None
-        with anyio.move_on_after(self.target.timeout + _TIMEOUT_MARGIN_SECONDS):
+        in_flight = self.metrics.concurrent_invocations.labels(self.mapping_id)
+        with (
+            in_flight.track_inprogress(),
+            anyio.move_on_after(self.target.timeout + _TIMEOUT_MARGIN_SECONDS),
+        ):
             try:
                 result = await self.backend.invoke(invocation)
             except Exception as exc:

@@ -32,6 +32,7 @@ class OnFailureDestination:
     stream_arn: str
     function_arn: str
     mapping_id: str
+    """The mapping's `mapping` label in metrics (the daemon gives its name)."""
     metrics: Metrics
     backoff: Backoff = field(default_factory=Backoff)
     clock: Callable[[], float] = time.time

@@ -72,6 +72,7 @@ class StreamSettings:
     """How one mapping reads and batches a sharded stream."""
 
     mapping_id: str
+    """The mapping's UUID: the key of its checkpoints."""
     starting_position: StartPosition
     limits: BatchLimits
     poll_interval: float = 1.0
@@ -90,6 +91,13 @@ class StreamSettings:
     """FilterCriteria: True for records to deliver; None delivers everything."""
     read_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
     checkpoint_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
+    mapping_name: str = ""
+    """The mapping's name, its `mapping` in metrics and logs; empty: the id."""
+
+    @property
+    def label(self) -> str:
+        """The mapping's `mapping` label in metrics and logs."""
+        return self.mapping_name or self.mapping_id
 
 
 @dataclass
@@ -155,7 +163,7 @@ class ShardedStreamRunner:
         self._discovery_scope: anyio.CancelScope | None = None
         self._lineage_changed = anyio.Event()
         self._first_run = True
-        self.log = structlog.get_logger("esm.shards").bind(mapping=settings.mapping_id)
+        self.log = structlog.get_logger("esm.shards").bind(mapping=settings.label)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -190,7 +198,7 @@ class ShardedStreamRunner:
                 failures += 1
                 if not isinstance(exc, CheckpointError):
                     self.metrics.contained_errors.labels(
-                        self.settings.mapping_id, "checkpoint_store"
+                        self.settings.label, "checkpoint_store"
                     ).inc()
                 delay = self.settings.checkpoint_backoff.delay(failures)
                 self.log.error(
@@ -228,7 +236,7 @@ class ShardedStreamRunner:
             except SourceError as exc:
                 failures += 1
                 delay = self.settings.read_backoff.delay(failures)
-                self.metrics.read_errors.labels(self.settings.mapping_id, "list_shards").inc()
+                self.metrics.read_errors.labels(self.settings.label, "list_shards").inc()
                 self.log.warning("listing shards failed", error=str(exc), retry_in_seconds=delay)
                 await anyio.sleep(delay)
                 continue
@@ -273,7 +281,7 @@ class ShardedStreamRunner:
             else:
                 start = StartPosition(IteratorType.TRIM_HORIZON)
             state.phase = ShardPhase.READING
-            self.metrics.shards.labels(self.settings.mapping_id).inc()
+            self.metrics.shards.labels(self.settings.label).inc()
             tg.start_soon(self._run_shard, state, start, name=f"shard {shard_id}")
 
     # -- one shard ----------------------------------------------------------------------
@@ -295,10 +303,10 @@ class ShardedStreamRunner:
                     finished = await self._process_shard(state, recv, log)
                 scope.cancel()
         finally:
-            self.metrics.shards.labels(self.settings.mapping_id).dec()
+            self.metrics.shards.labels(self.settings.label).dec()
         if finished:
             state.phase = ShardPhase.FINISHED
-            self.metrics.forget_shard(self.settings.mapping_id, shard_id)
+            self.metrics.forget_shard(self.settings.label, shard_id)
             log.info("shard finished", checkpoint=state.checkpoint)
             self._lineage_changed.set()
         else:
@@ -312,7 +320,7 @@ class ShardedStreamRunner:
         scope: anyio.CancelScope,
         log: Any,
     ) -> None:
-        mapping, shard_id = self.settings.mapping_id, state.info.shard_id
+        mapping, shard_id = self.settings.label, state.info.shard_id
         reads = self.metrics.track_shard_reads(mapping, shard_id, self.clock)
         try:
             with scope, reads.reading():
@@ -330,7 +338,7 @@ class ShardedStreamRunner:
         log: Any,
         reads: ReadClock,
     ) -> None:
-        settings, mapping = self.settings, self.settings.mapping_id
+        settings, mapping = self.settings, self.settings.label
         shard_id = state.info.shard_id
         last_read = start.sequence if start.type is IteratorType.AFTER_SEQUENCE_NUMBER else None
         iterator: str | None = None
@@ -422,7 +430,7 @@ class ShardedStreamRunner:
             reason = "transient"
         else:
             reason = "error"
-        self.metrics.read_errors.labels(self.settings.mapping_id, reason).inc()
+        self.metrics.read_errors.labels(self.settings.label, reason).inc()
         delay = self.settings.read_backoff.delay(failures)
         state.last_read_error = f"{call}: {exc}"
         log.warning("read failed, backing off", call=call, error=str(exc), retry_in_seconds=delay)
@@ -440,7 +448,7 @@ class ShardedStreamRunner:
         lanes = 1 if self.settings.tumbling_window_seconds else self.settings.parallelization
         tracker = SettleTracker(state.checkpoint)
         save_lock = anyio.Lock()
-        mapping = self.settings.mapping_id
+        mapping = self.settings.label
         record_filter = self.settings.record_filter
 
         async def settled(records: Sequence[Record]) -> None:
@@ -624,7 +632,7 @@ class ShardedStreamRunner:
         settled: Settled,
         window: WindowState | None = None,
     ) -> DeliveryOutcome:
-        mapping = self.settings.mapping_id
+        mapping = self.settings.label
         now = self.clock()
         state.iterator_age = max(0.0, now - batch.last.arrival)
         self.metrics.iterator_age.labels(mapping, batch.partition).set(state.iterator_age)
@@ -696,12 +704,12 @@ class ShardedStreamRunner:
         A failed save is retried only when `must` (a finished shard unblocks its children);
         otherwise the next batch's save covers it, and a restart at worst redelivers.
         """
-        mapping, shard_id = self.settings.mapping_id, state.info.shard_id
+        mapping, shard_id = self.settings.label, state.info.shard_id
         failures = 0
         while True:
             try:
                 with anyio.CancelScope(shield=True), anyio.fail_after(30):
-                    await self.store.save(mapping, shard_id, checkpoint)
+                    await self.store.save(self.settings.mapping_id, shard_id, checkpoint)
             except Exception as exc:
                 # Any store failure, a plugin's surprise included, costs at most a
                 # redelivery after a restart; it never ends the daemon.

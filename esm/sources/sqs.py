@@ -62,6 +62,7 @@ class QueueSettings:
     """How one mapping reads an SQS queue."""
 
     mapping_id: str
+    """The mapping's UUID."""
     queue_arn: str
     region: str
     limits: BatchLimits
@@ -83,6 +84,13 @@ class QueueSettings:
     attributes_interval: float = 30.0
     """Seconds between samples of the queue's backlog (ApproximateNumberOfMessages)."""
     backoff: Backoff = field(default_factory=Backoff)
+    mapping_name: str = ""
+    """The mapping's name, its `mapping` in metrics and logs; empty: the id."""
+
+    @property
+    def label(self) -> str:
+        """The mapping's `mapping` label in metrics and logs."""
+        return self.mapping_name or self.mapping_id
 
     @property
     def fifo(self) -> bool:
@@ -144,8 +152,8 @@ class QueueRunner:
         self._more_pollers = anyio.Event()
         self._stop_deadline = math.inf
         self._cleanup_scopes: set[anyio.CancelScope] = set()
-        self._receives = metrics.track_queue_receives(settings.mapping_id, clock)
-        self.log = structlog.get_logger("esm.sqs").bind(mapping=settings.mapping_id)
+        self._receives = metrics.track_queue_receives(settings.label, clock)
+        self.log = structlog.get_logger("esm.sqs").bind(mapping=settings.label)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -162,7 +170,7 @@ class QueueRunner:
                     self.ready = True
                     await self._supervise(tg)
         finally:
-            self.metrics.forget_queue_receives(self.settings.mapping_id)
+            self.metrics.forget_queue_receives(self.settings.label)
 
     def stop(self) -> None:
         """Stop polling at once: receives are cancelled and what they gathered is released;
@@ -233,7 +241,7 @@ class QueueRunner:
         )
         attributes = answer.get("Attributes", {})
         self.visibility_timeout = int(attributes.get("VisibilityTimeout", self.visibility_timeout))
-        mapping = self.settings.mapping_id
+        mapping = self.settings.label
         for state, name in (
             ("visible", "ApproximateNumberOfMessages"),
             ("in_flight", "ApproximateNumberOfMessagesNotVisible"),
@@ -252,13 +260,13 @@ class QueueRunner:
             try:
                 await self._read_attributes()
             except Exception as exc:
-                self.metrics.queue_errors.labels(self.settings.mapping_id, "attributes").inc()
+                self.metrics.queue_errors.labels(self.settings.label, "attributes").inc()
                 self.log.warning("reading the queue's attributes failed", error=str(exc))
 
     # -- scaling -----------------------------------------------------------------------------
 
     async def _supervise(self, tg: anyio.abc.TaskGroup) -> None:
-        mapping = self.settings.mapping_id
+        mapping = self.settings.label
         while True:
             while self.active < self.target:
                 self.active += 1
@@ -378,7 +386,7 @@ class QueueRunner:
             )
         except Exception as exc:
             error = translate_error(exc, "ReceiveMessage")
-            self.metrics.queue_errors.labels(self.settings.mapping_id, "receive").inc()
+            self.metrics.queue_errors.labels(self.settings.label, "receive").inc()
             self.last_error = str(error)
             self.log.warning("receiving failed", error=str(error))
             await anyio.sleep(self.settings.backoff.delay(1))
@@ -386,7 +394,7 @@ class QueueRunner:
         self._receives.succeeded()
         messages = list(answer.get("Messages", []))
         if messages:
-            self.metrics.polled_events.labels(self.settings.mapping_id).inc(len(messages))
+            self.metrics.polled_events.labels(self.settings.label).inc(len(messages))
         else:
             self._scale(busy=False)
             if wait == 0:
@@ -396,7 +404,7 @@ class QueueRunner:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _process(self, received: _Received) -> None:
-        mapping = self.settings.mapping_id
+        mapping = self.settings.label
         record_filter = self.settings.record_filter
         records = received.records
         if record_filter is not None:
@@ -441,7 +449,7 @@ class QueueRunner:
     async def _invoke(self, records: Sequence[Record]) -> frozenset[int]:
         """Invoke the function for a batch; the indices of the messages that failed."""
         payload = encode_event(records)
-        labels = {"mapping": self.settings.mapping_id, "queue": self.settings.queue_name}
+        labels = {"mapping": self.settings.label, "queue": self.settings.queue_name}
         everything = frozenset(range(len(records)))
         started = time.monotonic()
         failures = 0
@@ -519,7 +527,7 @@ class QueueRunner:
     async def _delete(self, records: Sequence[Record]) -> None:
         deleted = await self._batch_call("delete", records, None)
         if deleted:
-            self.metrics.deleted_events.labels(self.settings.mapping_id).inc(deleted)
+            self.metrics.deleted_events.labels(self.settings.label).inc(deleted)
 
     async def _change_visibility(self, records: Sequence[Record], seconds: int) -> None:
         await self._batch_call("change_visibility", records, seconds)
@@ -591,14 +599,14 @@ class QueueRunner:
                         )
                 except Exception as exc:
                     error: SourceError = translate_error(exc, operation)
-                    self.metrics.queue_errors.labels(self.settings.mapping_id, operation).inc()
+                    self.metrics.queue_errors.labels(self.settings.label, operation).inc()
                     self.log.warning(f"{operation} failed", error=str(error), attempt=attempt)
                     await anyio.sleep(self.settings.backoff.delay(attempt))
                     continue
                 done += len(answer.get("Successful", []))
                 retry: dict[str, dict[str, Any]] = {}
                 for failure in answer.get("Failed", []):
-                    self.metrics.queue_errors.labels(self.settings.mapping_id, operation).inc()
+                    self.metrics.queue_errors.labels(self.settings.label, operation).inc()
                     self.log.warning(
                         f"{operation} failed for a message",
                         code=failure.get("Code"),

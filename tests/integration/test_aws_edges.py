@@ -82,7 +82,7 @@ async def test_only_the_expired_records_of_a_batch_are_given_up(
     config = daemon_config(
         moto_endpoint, arn, extra_mapping=_destination(queue_arn, MaximumRecordAgeInSeconds=60)
     )
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     given_up = metrics.on_failure_delivered_events.labels(mapping)
     await run_daemon_until(
         config,
@@ -162,7 +162,7 @@ async def test_a_record_that_keeps_failing_after_a_partial_failure_kinesis(
             queue_arn, MaximumRetryAttempts=3, FunctionResponseTypes="[ReportBatchItemFailures]"
         ),
     )
-    given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_id)
+    given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(config, backend, lambda: given_up._value.get() >= 1, metrics=metrics)
     failure = await _check_partial_failure_retries(sqs, url, backend, _kinesis_data)
     info = failure["KinesisBatchInfo"]
@@ -193,7 +193,7 @@ async def test_a_record_that_keeps_failing_after_a_partial_failure_dynamodb(
             queue_arn, MaximumRetryAttempts=3, FunctionResponseTypes="[ReportBatchItemFailures]"
         ),
     )
-    given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_id)
+    given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(config, backend, lambda: given_up._value.get() >= 1, metrics=metrics)
     failure = await _check_partial_failure_retries(sqs, url, backend, key)
     info = failure["DDBStreamBatchInfo"]
@@ -216,7 +216,7 @@ async def test_an_empty_list_answer_is_a_complete_success(
         extra_mapping="    FunctionResponseTypes: [ReportBatchItemFailures]\n"
         "    MaximumRetryAttempts: 2",
     )
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     daemon = await run_daemon_until(
         config, backend, lambda: len(backend.delivered_records()) >= 6, metrics=metrics
     )

@@ -126,7 +126,7 @@ mappings:
             environ={},
         )
         daemon = Daemon(config)
-        mapping = config.mappings[0].mapping_id
+        mapping = config.mappings[0].mapping_name
         successes = daemon.metrics.invocations.labels(mapping, "success")
         async with runtime_client(port) if kind == "runtime" else _nothing():
             with anyio.fail_after(60):

@@ -84,7 +84,7 @@ async def test_a_backend_that_raises_on_every_call_leaves_the_daemon_and_other_m
     good = RecordingBackend()
     metrics = Metrics()
     config = _two_mappings(moto_endpoint, bad_arn, good_arn)
-    bad_mapping = config.mappings[0].mapping_id
+    bad_mapping = config.mappings[0].mapping_name
     daemon = Daemon(config, backends={"bad": bad, "good": good}, metrics=metrics)
     health: list[int] = []
     with anyio.fail_after(30):
@@ -122,7 +122,7 @@ async def test_a_backend_may_classify_what_it_raises(
     backend = RaisingBackend(InvocationError("handler crashed", kind="function_error"))
     metrics = Metrics()
     config = daemon_config(moto_endpoint, arn, extra_mapping="    MaximumRetryAttempts: 1")
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     dropped = metrics.dropped_events.labels(mapping)
     daemon = Daemon(config, backends={"fn": backend}, metrics=metrics)
     with anyio.fail_after(30):
@@ -168,7 +168,7 @@ async def test_a_checkpoint_store_that_raises_costs_no_records(
     backend = RecordingBackend()
     metrics = Metrics()
     config = daemon_config(moto_endpoint, arn, batch_size=3)
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     await run_daemon_until(
         config,
         backend,
@@ -198,7 +198,7 @@ async def test_a_mapping_that_fails_outside_any_batch_is_restarted(
     backend = RecordingBackend()
     metrics = Metrics()
     config = daemon_config(moto_endpoint, arn)
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     await run_daemon_until(
         config, backend, lambda: len(backend.delivered_records()) >= 4, metrics=metrics
     )

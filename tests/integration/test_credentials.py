@@ -44,7 +44,7 @@ async def test_missing_credentials_give_one_hint_and_reads_keep_being_retried(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setattr(_aws, "_hints_given", set())
     config = daemon_config(moto_endpoint, arn)
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     metrics = Metrics()
     failures = metrics.read_errors.labels(mapping, "list_shards")
 

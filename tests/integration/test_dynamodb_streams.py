@@ -311,7 +311,7 @@ async def test_filters_match_the_new_image_in_dynamodb_json(
         stream_arn,
         extra_mapping=f"    FilterCriteria: {{Filters: [{{Pattern: '{pattern}'}}]}}",
     )
-    filtered = metrics.filtered_out_events.labels(config.mappings[0].mapping_id)
+    filtered = metrics.filtered_out_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(
         config,
         backend,

@@ -89,7 +89,7 @@ async def test_kinesis_batch_abandoned_at_the_end_of_the_grace_period_is_logged(
     sequences = [r["SequenceNumber"] for r in answer["Records"]]
     shard = answer["Records"][0]["ShardId"]
     config = config_for(moto_endpoint, arn, "    StartingPosition: TRIM_HORIZON")
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     backend = RecordingBackend(delay=HANGING)
     metrics = Metrics()
     daemon = Daemon(config, backends={"fn": backend}, metrics=metrics)
@@ -133,7 +133,7 @@ async def test_sqs_batch_abandoned_at_the_end_of_the_grace_period_is_logged(
     for n in range(3):
         sent.append((await sqs.send_message(QueueUrl=url, MessageBody=f"m{n}"))["MessageId"])
     config = config_for(moto_endpoint, arn, "    ScalingConfig: {MaximumConcurrency: 2}")
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     backend = RecordingBackend(delay=HANGING)
     metrics = Metrics()
     daemon = Daemon(config, backends={"fn": backend}, metrics=metrics)

@@ -105,7 +105,7 @@ async def test_two_thousand_messages_each_delivered_and_deleted(
     # queue holds (it scans them on every receive): a few pollers, and a producer that
     # keeps the queue short, keep the test quick. esm is measured in bench/, not here.
     config = sqs_config(moto_endpoint, arn, "    ScalingConfig: {MaximumConcurrency: 3}")
-    deleted = metrics.deleted_events.labels(config.mappings[0].mapping_id)
+    deleted = metrics.deleted_events.labels(config.mappings[0].mapping_name)
 
     async def produce() -> None:
         for start in range(0, len(sent), 100):
@@ -212,7 +212,7 @@ async def test_a_slow_function_causes_no_duplicates_thanks_to_visibility_extensi
     backend = RecordingBackend(delay=5.0)
     metrics = Metrics()
     config = sqs_config(moto_endpoint, arn)
-    deleted = metrics.deleted_events.labels(config.mappings[0].mapping_id)
+    deleted = metrics.deleted_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(config, backend, lambda: deleted._value.get() >= 2, metrics=metrics)
     assert sorted(bodies_of(backend)) == ["slow-1", "slow-2"], "no message delivered twice"
 
@@ -246,7 +246,7 @@ async def test_fifo_keeps_order_per_group_and_a_failing_group_does_not_block_the
         "    BatchSize: 10\n    FunctionResponseTypes: [ReportBatchItemFailures]",
         "  failure_visibility_timeout_seconds: 0",
     )
-    deleted = metrics.deleted_events.labels(config.mappings[0].mapping_id)
+    deleted = metrics.deleted_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(config, backend, lambda: deleted._value.get() >= 8, metrics=metrics)
     bodies = bodies_of(backend)
     # Group b went through in order at the first attempt.
@@ -276,7 +276,7 @@ async def test_filtered_out_messages_are_deleted(sqs: Any, moto_endpoint: str) -
     config = sqs_config(
         moto_endpoint, arn, f"    FilterCriteria: {{Filters: [{{Pattern: '{pattern}'}}]}}"
     )
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     deleted = metrics.deleted_events.labels(mapping)
     await run_daemon_until(config, backend, lambda: deleted._value.get() >= 5, metrics=metrics)
     assert sorted(bodies_of(backend)) == ['{"kind":"order"}', '{"kind":"order"}']
@@ -313,7 +313,7 @@ async def test_shutdown_releases_messages_gathered_but_not_delivered(
     config = sqs_config(
         moto_endpoint, arn, "    BatchSize: 100\n    MaximumBatchingWindowInSeconds: 60"
     )
-    polled = metrics.polled_events.labels(config.mappings[0].mapping_id)
+    polled = metrics.polled_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(config, backend, lambda: polled._value.get() >= 3, metrics=metrics)
     assert backend.events == [], "the window had not ended: nothing was delivered"
     # Released: visible again at once, although the queue's visibility timeout is 5 minutes.

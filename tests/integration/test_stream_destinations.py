@@ -72,7 +72,7 @@ async def test_retries_exhausted_after_three_invocations_go_to_sqs_field_by_fiel
         moto_endpoint, arn, extra_mapping=_destination(queue_arn, MaximumRetryAttempts=2)
     )
     mapping = config.mappings[0]
-    delivered = metrics.on_failure_delivered_events.labels(mapping.mapping_id)
+    delivered = metrics.on_failure_delivered_events.labels(mapping.mapping_name)
     await run_daemon_until(config, backend, lambda: delivered._value.get() >= 5, metrics=metrics)
     assert len(backend.events) == 3, "one invocation and two retries"
     [message] = await _messages(aws["sqs"], url, 1)
@@ -105,7 +105,7 @@ async def test_retries_exhausted_after_three_invocations_go_to_sqs_field_by_fiel
     assert ISO_MILLIS.match(info["approximateArrivalOfLastRecord"])
     assert info["batchSize"] == 5
     assert info["streamArn"] == arn
-    assert metrics.dropped_events.labels(mapping.mapping_id)._value.get() == 0
+    assert metrics.dropped_events.labels(mapping.mapping_name)._value.get() == 0
 
 
 async def test_bisect_leaves_the_poison_record_alone_in_the_destination(
@@ -130,7 +130,7 @@ async def test_bisect_leaves_the_poison_record_alone_in_the_destination(
         ),
     )
     mapping = config.mappings[0]
-    delivered = metrics.on_failure_delivered_events.labels(mapping.mapping_id)
+    delivered = metrics.on_failure_delivered_events.labels(mapping.mapping_name)
     await run_daemon_until(config, backend, lambda: delivered._value.get() >= 1, metrics=metrics)
     [message] = await _messages(aws["sqs"], url, 1)
     info = message["KinesisBatchInfo"]
@@ -158,7 +158,7 @@ async def test_record_age_exceeded_is_sent_without_a_response_context(
     config = daemon_config(
         moto_endpoint, arn, extra_mapping=_destination(queue_arn, MaximumRecordAgeInSeconds=60)
     )
-    delivered = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_id)
+    delivered = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(config, backend, lambda: delivered._value.get() >= 4, metrics=metrics)
     assert backend.events == []
     [message] = await _messages(aws["sqs"], url, 1)
@@ -187,7 +187,7 @@ async def test_sns_destination_receives_the_failure_record(
     config = daemon_config(
         moto_endpoint, arn, extra_mapping=_destination(topic, MaximumRetryAttempts=0)
     )
-    delivered = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_id)
+    delivered = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
     await run_daemon_until(config, backend, lambda: delivered._value.get() >= 3, metrics=metrics)
     [message] = await _messages(aws["sqs"], url, 1)
     assert message["requestContext"]["condition"] == "RetryAttemptsExhausted"
@@ -211,7 +211,7 @@ async def test_s3_destination_stores_the_record_and_the_payload(
         extra_mapping=_destination(f"arn:aws:s3:::{bucket}", MaximumRetryAttempts=0),
     )
     mapping = config.mappings[0]
-    delivered = metrics.on_failure_delivered_events.labels(mapping.mapping_id)
+    delivered = metrics.on_failure_delivered_events.labels(mapping.mapping_name)
     await run_daemon_until(config, backend, lambda: delivered._value.get() >= 3, metrics=metrics)
     listing = await aws["s3"].list_objects_v2(Bucket=bucket)
     [entry] = listing["Contents"]

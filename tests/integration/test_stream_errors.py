@@ -102,7 +102,7 @@ async def test_records_older_than_the_maximum_age_are_dropped_without_invoking(
     backend = RecordingBackend()
     metrics = Metrics()
     config = daemon_config(moto_endpoint, arn, extra_mapping="    MaximumRecordAgeInSeconds: 60")
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     dropped = metrics.dropped_events.labels(mapping)
     daemon = await run_daemon_until(
         config, backend, lambda: dropped._value.get() >= 8, metrics=metrics
@@ -184,7 +184,7 @@ async def test_filters_on_kinesis_json_data_skip_records_and_move_the_checkpoint
         arn,
         extra_mapping=f"    FilterCriteria: {{Filters: [{{Pattern: '{pattern}'}}]}}",
     )
-    mapping = config.mappings[0].mapping_id
+    mapping = config.mappings[0].mapping_name
     filtered = metrics.filtered_out_events.labels(mapping)
     daemon = await run_daemon_until(
         config,

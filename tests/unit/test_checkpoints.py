@@ -201,6 +201,35 @@ async def test_sqlite_unusable_directory_is_a_checkpoint_error(tmp_path: Path) -
     async with SqliteCheckpointStore(blocker / "esm.db") as store:
         with pytest.raises(CheckpointError):
             await store.save("m1", "s0", Checkpoint("1"))
+    # Not a matter of permissions: no hint about them.
+    assert "fsGroup" not in str(await store_error(blocker / "esm.db"))
+
+
+async def store_error(path: Path) -> CheckpointError:
+    async with SqliteCheckpointStore(path) as store:
+        with pytest.raises(CheckpointError) as caught:
+            await store.load("m1")
+    return caught.value
+
+
+@pytest.mark.anyio
+async def test_a_directory_esm_may_not_write_is_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a volume mounted without fsGroup looks like to esm's unprivileged user (the tests
+    # may run as root, to whom every directory is writable).
+    volume = tmp_path / "state"
+    volume.mkdir()
+
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr("esm.checkpoints.sqlite.sqlite3.connect", refuse)
+    monkeypatch.setattr("esm.checkpoints.sqlite.os.access", lambda path, mode: Path(path) != volume)
+    message = str(await store_error(volume / "esm.db"))
+    assert message.startswith(f"checkpoint store {volume / 'esm.db'}: unable to open database file")
+    assert f"may not write {volume}:" in message
+    assert "securityContext.fsGroup" in message
 
 
 @pytest.mark.anyio

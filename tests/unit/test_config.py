@@ -1366,10 +1366,11 @@ def test_describe_config() -> None:
     first, second = config.mappings
     assert describe_config(config).splitlines() == [
         "2 mappings, 2 functions",
-        f"mapping {first.mapping_id}: kinesis stream orders (us-east-1) -> function orders, "
-        "batch size 500, window 2s, start TRIM_HORIZON, enabled",
-        f"mapping {second.mapping_id}: kinesis stream clicks (us-east-1) -> function local, "
-        "batch size 100, window 0s, start AT_TIMESTAMP 2023-11-14T22:13:20Z, disabled",
+        f"mapping orders-orders ({first.mapping_id}): kinesis stream orders (us-east-1) "
+        "-> function orders, batch size 500, window 2s, start TRIM_HORIZON, enabled",
+        f"mapping local-clicks ({second.mapping_id}): kinesis stream clicks (us-east-1) "
+        "-> function local, batch size 100, window 0s, start AT_TIMESTAMP "
+        "2023-11-14T22:13:20Z, disabled",
         "function orders: http http://127.0.0.1:8080/ (timeout 3s, memory 128 MB)",
         "function local: python app.handlers:handle (timeout 30s, memory 128 MB)",
         "state: sqlite at esm-state.db",
