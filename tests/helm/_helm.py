@@ -155,7 +155,13 @@ def tool(name: str, install: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed ({install}); .ci/run installs it", pytrace=False)
+        message = f"{name} is not installed ({install}); .ci/run installs it"
+        if os.environ.get("CI"):
+            # CI must run every check: a missing tool there is a failure, never a skip.
+            pytest.fail(message, pytrace=False)
+        # On a developer's machine the README's test command still passes, and the summary
+        # says which checks did not run and why.
+        pytest.skip(message)
     return found
 
 
