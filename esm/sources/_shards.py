@@ -518,83 +518,8 @@ class ShardedStreamRunner:
     ) -> None:
         """Batch and deliver one lane's records in order; results[lane] is True when the
         lane saw the end of the shard with everything delivered."""
-        batcher = Batcher(self.settings.limits)
-        ended = False
-        shard_id = state.info.shard_id
-
-        def take(item: list[Record] | _EndOfShard) -> None:
-            nonlocal ended
-            if isinstance(item, _EndOfShard):
-                ended = True
-                return
-            batcher.add(item)
-
-        window = (
-            WindowState(self.settings.tumbling_window_seconds, shard_id, self.api.stream_arn)
-            if self.settings.tumbling_window_seconds
-            else None
-        )
         async with recv:
-            while True:
-                try:
-                    if not len(batcher):
-                        if ended:
-                            # A window never spans a shard's end (nor a resharding).
-                            if window and not await self._close_window(state, lane, window):
-                                return
-                            results[lane] = True
-                            return
-                        if window is not None and window.start is not None:
-                            remaining = window.end + CLOSE_DELAY_SECONDS - self.clock()
-                            with anyio.move_on_after(max(0.0, remaining)):
-                                take(await recv.receive())
-                            # Nothing more came before the window's end: it is over.
-                            quiet = not len(batcher) and not ended
-                            if quiet and not await self._close_window(state, lane, window):
-                                return
-                            continue
-                        take(await recv.receive())
-                        continue
-                    # Whatever is already waiting joins the batch without delay.
-                    while not ended and not batcher.full():
-                        try:
-                            take(recv.receive_nowait())
-                        except anyio.WouldBlock:
-                            break
-                    while not ended and not batcher.full():
-                        remaining = batcher.window_remaining()
-                        if remaining <= 0:
-                            break
-                        with anyio.move_on_after(remaining):
-                            take(await recv.receive())
-                except anyio.EndOfStream:
-                    # The reader was stopped: undelivered records are read again after restart.
-                    return
-                if self.stopping.is_set():
-                    return
-                if window is None:
-                    batch = Batch(shard_id, batcher.take())
-                    outcome = await self._deliver(state, lane, batch, settled)
-                else:
-                    start = window_start(batcher.first().arrival, window.length)
-                    # A record of a later window: the current one is over.
-                    later = window.start is not None and start > window.start
-                    if later and not await self._close_window(state, lane, window):
-                        return
-                    if window.start is None:
-                        window.open(start)
-                    batch = Batch(shard_id, batcher.take(until_arrival=window.end))
-                    outcome = await self._deliver(state, lane, batch, settled, window)
-                    if outcome is DeliveryOutcome.DELIVERED and window.terminated_early:
-                        # The state outgrew its limit: end the window early, then go on in
-                        # the same window with a fresh state.
-                        current = window.start
-                        if not await self._close_window(state, lane, window):
-                            return
-                        window.open(current if current is not None else start)
-                batcher.invoked()
-                if outcome is DeliveryOutcome.ABANDONED:
-                    return
+            results[lane] = await _Lane(self, state, lane, recv, settled).run()
 
     async def _close_window(self, state: ShardState, lane: int, window: WindowState) -> bool:
         """The open window's final invocation (none when no window is open); False when
@@ -728,3 +653,133 @@ class ShardedStreamRunner:
             state.checkpoint = checkpoint.sequence
             self.metrics.checkpoints_saved.labels(mapping).inc()
             return True
+
+
+class _Gathered(enum.Enum):
+    """Where a lane stands after waiting for records."""
+
+    DUE = "due"
+    """A batch is due: full, or its batching window has passed."""
+    AGAIN = "again"
+    """Nothing to send yet: wait again."""
+    END = "end"
+    """The shard ended and everything before its end was delivered."""
+    STOP = "stop"
+    """The runner is stopping (or a window's final invocation was abandoned)."""
+
+
+class _Lane:
+    """One lane of a shard: its batcher, its tumbling window, and the loop that waits for
+    records, cuts batches and hands them to delivery in order."""
+
+    def __init__(
+        self,
+        runner: ShardedStreamRunner,
+        state: ShardState,
+        lane: int,
+        recv: MemoryObjectReceiveStream[list[Record] | _EndOfShard],
+        settled: Settled,
+    ) -> None:
+        self.runner = runner
+        self.state = state
+        self.lane = lane
+        self.recv = recv
+        self.settled = settled
+        self.batcher = Batcher(runner.settings.limits)
+        self.ended = False
+        seconds = runner.settings.tumbling_window_seconds
+        self.window = (
+            WindowState(seconds, state.info.shard_id, runner.api.stream_arn) if seconds else None
+        )
+
+    async def run(self) -> bool:
+        """True when the shard ended with every record of this lane delivered."""
+        while True:
+            try:
+                gathered = await self._gather()
+            except anyio.EndOfStream:
+                # The reader was stopped: undelivered records are read again after restart.
+                return False
+            if gathered is _Gathered.AGAIN:
+                continue
+            if gathered is not _Gathered.DUE:
+                return gathered is _Gathered.END
+            if self.runner.stopping.is_set():
+                return False
+            if not await self._deliver_next():
+                return False
+
+    def _take(self, item: list[Record] | _EndOfShard) -> None:
+        if isinstance(item, _EndOfShard):
+            self.ended = True
+        else:
+            self.batcher.add(item)
+
+    async def _gather(self) -> _Gathered:
+        batcher, window = self.batcher, self.window
+        if len(batcher):
+            await self._fill()
+            return _Gathered.DUE
+        if self.ended:
+            # A window never spans a shard's end (nor a resharding).
+            if window and not await self._close_window():
+                return _Gathered.STOP
+            return _Gathered.END
+        if window is None or window.start is None:
+            self._take(await self.recv.receive())
+            return _Gathered.AGAIN
+        remaining = window.end + CLOSE_DELAY_SECONDS - self.runner.clock()
+        with anyio.move_on_after(max(0.0, remaining)):
+            self._take(await self.recv.receive())
+        # Nothing more came before the window's end: it is over.
+        quiet = not len(batcher) and not self.ended
+        if quiet and not await self._close_window():
+            return _Gathered.STOP
+        return _Gathered.AGAIN
+
+    async def _fill(self) -> None:
+        """Add to the pending records until a batch is full or its window has passed."""
+        batcher = self.batcher
+        # Whatever is already waiting joins the batch without delay.
+        while not self.ended and not batcher.full():
+            try:
+                self._take(self.recv.receive_nowait())
+            except anyio.WouldBlock:
+                break
+        while not self.ended and not batcher.full():
+            remaining = batcher.window_remaining()
+            if remaining <= 0:
+                break
+            with anyio.move_on_after(remaining):
+                self._take(await self.recv.receive())
+
+    async def _deliver_next(self) -> bool:
+        """Deliver the next batch; False when shutdown came first."""
+        runner, window = self.runner, self.window
+        shard_id = self.state.info.shard_id
+        if window is None:
+            batch = Batch(shard_id, self.batcher.take())
+            outcome = await runner._deliver(self.state, self.lane, batch, self.settled)
+        else:
+            start = window_start(self.batcher.first().arrival, window.length)
+            # A record of a later window: the current one is over.
+            later = window.start is not None and start > window.start
+            if later and not await self._close_window():
+                return False
+            if window.start is None:
+                window.open(start)
+            batch = Batch(shard_id, self.batcher.take(until_arrival=window.end))
+            outcome = await runner._deliver(self.state, self.lane, batch, self.settled, window)
+            if outcome is DeliveryOutcome.DELIVERED and window.terminated_early:
+                # The state outgrew its limit: end the window early, then go on in the same
+                # window with a fresh state.
+                current = window.start
+                if not await self._close_window():
+                    return False
+                window.open(current if current is not None else start)
+        self.batcher.invoked()
+        return outcome is not DeliveryOutcome.ABANDONED
+
+    async def _close_window(self) -> bool:
+        assert self.window is not None
+        return await self.runner._close_window(self.state, self.lane, self.window)
