@@ -448,8 +448,6 @@ class ShardedStreamRunner:
         lanes = 1 if self.settings.tumbling_window_seconds else self.settings.parallelization
         tracker = SettleTracker(state.checkpoint)
         save_lock = anyio.Lock()
-        mapping = self.settings.label
-        record_filter = self.settings.record_filter
 
         async def settled(records: Sequence[Record]) -> None:
             if tracker.settle(r.order for r in records):
@@ -474,29 +472,7 @@ class ShardedStreamRunner:
                         for lane_send in sends:
                             await lane_send.send(END_OF_SHARD)
                         break
-                    passed: list[Record] = []
-                    left_out: list[Record] = []
-                    for record in item.records:
-                        tracker.add(record.order, record.sequence)
-                        if record_filter is None or record_filter(record):
-                            passed.append(record)
-                        else:
-                            left_out.append(record)
-                    if left_out:
-                        # Filtered-out records are skipped: the checkpoint moves past them.
-                        self.metrics.filtered_out_events.labels(mapping).inc(len(left_out))
-                        await settled(left_out)
-                    if lanes == 1:
-                        if passed:
-                            await sends[0].send(passed)
-                        continue
-                    # Records of one key always go to the same lane, so they stay in order
-                    # and are never in flight together.
-                    by_lane: dict[int, list[Record]] = {}
-                    for record in passed:
-                        by_lane.setdefault(lane_of(record.key, lanes), []).append(record)
-                    for lane, records in by_lane.items():
-                        await sends[lane].send(records)
+                    await self._dispatch(item.records, tracker, settled, sends)
             except anyio.BrokenResourceError:
                 # A lane ended before the shard did (the runner is stopping): the records
                 # it would have taken are not settled, so a restart reads them again.
@@ -507,6 +483,41 @@ class ShardedStreamRunner:
         if not all(results):
             return False
         return await self._finish_shard(state, tracker, log)
+
+    async def _dispatch(
+        self,
+        records: Sequence[Record],
+        tracker: SettleTracker,
+        settled: Settled,
+        sends: Sequence[MemoryObjectSendStream[list[Record] | _EndOfShard]],
+    ) -> None:
+        """Track a page's records, settle those FilterCriteria leaves out, and hand the rest
+        to the lanes."""
+        record_filter = self.settings.record_filter
+        passed: list[Record] = []
+        left_out: list[Record] = []
+        for record in records:
+            tracker.add(record.order, record.sequence)
+            if record_filter is None or record_filter(record):
+                passed.append(record)
+            else:
+                left_out.append(record)
+        if left_out:
+            # Filtered-out records are skipped: the checkpoint moves past them.
+            self.metrics.filtered_out_events.labels(self.settings.label).inc(len(left_out))
+            await settled(left_out)
+        lanes = len(sends)
+        if lanes == 1:
+            if passed:
+                await sends[0].send(passed)
+            return
+        # Records of one key always go to the same lane, so they stay in order and are never
+        # in flight together.
+        by_lane: dict[int, list[Record]] = {}
+        for record in passed:
+            by_lane.setdefault(lane_of(record.key, lanes), []).append(record)
+        for lane, part in by_lane.items():
+            await sends[lane].send(part)
 
     async def _run_lane(
         self,
