@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a configuration and summarize it")
     validate.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
 
+    commands.add_parser(
+        "schema", help="print the JSON Schema of esm.yaml (for editors to complete and check it)"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
@@ -114,12 +118,23 @@ def _validate(config_path: str) -> int:
     return 0
 
 
+def _schema() -> int:
+    import json
+
+    from esm.schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args.config)
     if args.command == "validate":
         return _validate(args.config)
+    if args.command == "schema":
+        return _schema()
     from esm.demo import run_demo
 
     return run_demo(
