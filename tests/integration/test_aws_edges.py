@@ -124,11 +124,51 @@ def _sequence(record: dict[str, Any]) -> str:
     return str(record["dynamodb"]["SequenceNumber"])
 
 
-async def _check_partial_failure_retries(
-    sqs: Any, url: str, backend: RecordingBackend, identity: Any
-) -> dict[str, Any]:
-    """6 records, BatchSize 3, the last always reported failed, MaximumRetryAttempts 3:
-    records 0-4 once each, the last 5 times (once in its batch, then alone 1 + 3 times)."""
+async def _six_records_kinesis(kinesis: Any, stream_name: str) -> tuple[str, Any, str]:
+    """A stream of 6 records: its ARN, what identifies a record, and the last one's identity."""
+    arn = await create_stream(kinesis, stream_name, 1)
+    written = await put_records(kinesis, stream_name, 6)
+    return arn, _kinesis_data, written[-1]
+
+
+async def _six_records_dynamodb(dynamodb: Any) -> tuple[str, Any, str]:
+    """A table stream of 6 inserts: its ARN, what identifies a record, the last one's key."""
+    table = f"t-{uuid.uuid4().hex[:12]}"
+    stream_arn = await create_table(dynamodb, table)
+    for n in range(6):
+        await dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{n}"}, "sk": {"N": "1"}})
+
+    def key(record: dict[str, Any]) -> str:
+        return str(record["dynamodb"]["Keys"]["pk"]["S"])
+
+    return stream_arn, key, "k5"
+
+
+@pytest.mark.parametrize("source", ["kinesis", "dynamodb"])
+async def test_a_record_that_keeps_failing_after_a_partial_failure(
+    source: str, kinesis: Any, dynamodb: Any, sqs: Any, moto_endpoint: str, stream_name: str
+) -> None:
+    """Recorded from AWS: 6 records, BatchSize 3, the last record always reported failed,
+    MaximumRetryAttempts 3: records 0-4 once each, the last 5 times (once in its batch, then
+    alone 1 + 3 times), and one failure record for it alone."""
+    if source == "kinesis":
+        arn, identity, last = await _six_records_kinesis(kinesis, stream_name)
+    else:
+        arn, identity, last = await _six_records_dynamodb(dynamodb)
+    url, queue_arn = await _queue(sqs)
+    backend = RecordingBackend(_fail_the_last_record(lambda r: identity(r) == last))
+    metrics = Metrics()
+    config = daemon_config(
+        moto_endpoint,
+        arn,
+        batch_size=3,
+        extra_mapping=_destination(
+            queue_arn, MaximumRetryAttempts=3, FunctionResponseTypes="[ReportBatchItemFailures]"
+        ),
+    )
+    given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
+    await run_daemon_until(config, backend, lambda: given_up._value.get() >= 1, metrics=metrics)
+
     deliveries = Counter(identity(r) for r in backend.delivered_records())
     order = list(dict.fromkeys(identity(r) for r in backend.delivered_records()))
     assert len(order) == 6
@@ -143,60 +183,7 @@ async def _check_partial_failure_retries(
         "executedVersion": "$LATEST",
         "functionError": None,
     }
-    return failure
-
-
-async def test_a_record_that_keeps_failing_after_a_partial_failure_kinesis(
-    kinesis: Any, sqs: Any, moto_endpoint: str, stream_name: str
-) -> None:
-    arn = await create_stream(kinesis, stream_name, 1)
-    written = await put_records(kinesis, stream_name, 6)
-    url, queue_arn = await _queue(sqs)
-    backend = RecordingBackend(_fail_the_last_record(lambda r: _kinesis_data(r) == written[-1]))
-    metrics = Metrics()
-    config = daemon_config(
-        moto_endpoint,
-        arn,
-        batch_size=3,
-        extra_mapping=_destination(
-            queue_arn, MaximumRetryAttempts=3, FunctionResponseTypes="[ReportBatchItemFailures]"
-        ),
-    )
-    given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
-    await run_daemon_until(config, backend, lambda: given_up._value.get() >= 1, metrics=metrics)
-    failure = await _check_partial_failure_retries(sqs, url, backend, _kinesis_data)
-    info = failure["KinesisBatchInfo"]
-    assert info["batchSize"] == 1
-    last_sequence = _sequence(backend.events[-1]["Records"][0])
-    assert info["startSequenceNumber"] == info["endSequenceNumber"] == last_sequence
-
-
-async def test_a_record_that_keeps_failing_after_a_partial_failure_dynamodb(
-    dynamodb: Any, sqs: Any, moto_endpoint: str
-) -> None:
-    table = f"t-{uuid.uuid4().hex[:12]}"
-    stream_arn = await create_table(dynamodb, table)
-    for n in range(6):
-        await dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{n}"}, "sk": {"N": "1"}})
-    url, queue_arn = await _queue(sqs)
-
-    def key(record: dict[str, Any]) -> str:
-        return str(record["dynamodb"]["Keys"]["pk"]["S"])
-
-    backend = RecordingBackend(_fail_the_last_record(lambda r: key(r) == "k5"))
-    metrics = Metrics()
-    config = daemon_config(
-        moto_endpoint,
-        stream_arn,
-        batch_size=3,
-        extra_mapping=_destination(
-            queue_arn, MaximumRetryAttempts=3, FunctionResponseTypes="[ReportBatchItemFailures]"
-        ),
-    )
-    given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
-    await run_daemon_until(config, backend, lambda: given_up._value.get() >= 1, metrics=metrics)
-    failure = await _check_partial_failure_retries(sqs, url, backend, key)
-    info = failure["DDBStreamBatchInfo"]
+    info = failure["KinesisBatchInfo" if source == "kinesis" else "DDBStreamBatchInfo"]
     assert info["batchSize"] == 1
     last_sequence = _sequence(backend.events[-1]["Records"][0])
     assert info["startSequenceNumber"] == info["endSequenceNumber"] == last_sequence
