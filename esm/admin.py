@@ -118,8 +118,8 @@ class AdminServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         try:
             ready = self._ready()
-        except Exception:
-            _log.exception("readiness check failed")
+        except Exception as exc:  # noqa: BLE001 - containment: a probe answers, whatever broke
+            _log.error("readiness check failed", error=f"{type(exc).__name__}: {exc}")
             ready = False
         if ready:
             return web.Response(text="ready")
@@ -128,8 +128,8 @@ class AdminServer:
     async def _status_page(self, request: web.Request) -> web.Response:
         try:
             body = _render_status(self._status())
-        except Exception as exc:
-            _log.exception("status report failed")
+        except Exception as exc:  # noqa: BLE001 - containment: /status answers, whatever broke
+            _log.error("status report failed", error=f"{type(exc).__name__}: {exc}")
             body = _render_status({"error": f"{type(exc).__name__}: {exc}"})
             return web.Response(status=500, body=body, content_type="application/json")
         return web.Response(body=body, content_type="application/json")

@@ -160,7 +160,7 @@ def record_filter(mapping: MappingConfig, metrics: Metrics) -> Callable[[Record]
         nonlocal logged
         try:
             return compiled.matches(record.entry)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - plugin boundary: a filter never ends the daemon
             metrics.contained_errors.labels(mapping.mapping_name, "filter").inc()
             if not logged:
                 logged = True
@@ -385,7 +385,7 @@ class Daemon:
             try:
                 await runner.run()
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - last-resort containment of a mapping
                 if self._stop_requested.is_set():
                     return
                 failures += 1

@@ -41,7 +41,7 @@ async def check_functions(config: EsmConfig) -> list[str]:
         except BackendError as exc:
             problems.append(f"{where}: {_without_function_name(str(exc), name)}")
             continue
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - plugin boundary
             # A plugin's factory is other people's code: anything it raises is a refusal.
             problems.append(f"{where}: {type(exc).__name__}: {exc}")
             continue

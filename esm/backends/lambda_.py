@@ -147,7 +147,7 @@ class LambdaBackend:
             # No answer at all (refused, DNS, reset, connect timeout, credentials): the
             # function never ran, so this is retried without counting against it.
             return _system_error(f"cannot invoke {self.target}: {_detail(exc)}", started)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - AWS boundary
             # The backend promises an InvokeResult for every outcome; an unexpected client
             # failure must not take the shard's runner down with it.
             return _system_error(f"invoking {self.target} failed: {_detail(exc)}", started)

@@ -124,7 +124,7 @@ class PythonBackend:
             )
         try:
             value = self.handler(event, context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the handler is the user's code
             return _raised(exc, request_id)
         except SystemExit as exc:
             return _exited(exc, request_id)
@@ -187,7 +187,7 @@ def _is_coroutine_function(handler: Callable[..., Any]) -> bool:
 async def _finish(awaitable: Awaitable[Any], request_id: str) -> InvokeResult:
     try:
         value = await awaitable
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the handler is the user's code
         return _raised(exc, request_id)
     except SystemExit as exc:
         return _exited(exc, request_id)

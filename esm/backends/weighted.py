@@ -85,7 +85,7 @@ class WeightedBackend:
             closed.add(id(backend))
             try:
                 await backend.aclose()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - plugin boundary
                 log.warning("closing a weighted target failed", target=name, error=repr(exc))
                 if first_error is None:
                     first_error = exc

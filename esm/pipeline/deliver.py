@@ -419,7 +419,7 @@ class Deliverer:
         ):
             try:
                 result = await self.backend.invoke(invocation)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - plugin boundary
                 # A backend (a plugin's, above all) that raises must not end the daemon: the
                 # exception is this batch's failed invocation, retried like any other.
                 result = self._contained(exc, labels)

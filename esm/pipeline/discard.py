@@ -56,7 +56,7 @@ class OnFailureDestination:
         while True:
             try:
                 await self.destination.send(record, give_up.payload, give_up.partition)
-            except Exception as raised:
+            except Exception as raised:  # noqa: BLE001 - plugin boundary
                 # A destination (or its client) that raises something unexpected is retried
                 # like one that failed: the failure record must be stored, and the daemon
                 # must not end over it.

@@ -194,7 +194,7 @@ class ShardedStreamRunner:
         while True:
             try:
                 return await self.store.load(self.settings.mapping_id)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - checkpoint store plugin boundary
                 failures += 1
                 if not isinstance(exc, CheckpointError):
                     self.metrics.contained_errors.labels(
@@ -646,7 +646,7 @@ class ShardedStreamRunner:
             try:
                 with anyio.CancelScope(shield=True), anyio.fail_after(30):
                     await self.store.save(self.settings.mapping_id, shard_id, checkpoint)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - checkpoint store plugin boundary
                 # Any store failure, a plugin's surprise included, costs at most a
                 # redelivery after a restart; it never ends the daemon.
                 if not isinstance(exc, CheckpointError | TimeoutError):

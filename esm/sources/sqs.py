@@ -220,7 +220,7 @@ class QueueRunner:
                         extend_visibility=self.settings.extend_visibility,
                     )
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - AWS boundary, translated
                 failures += 1
                 error = translate_error(exc, "GetQueueUrl")
                 self.last_error = str(error)
@@ -259,7 +259,7 @@ class QueueRunner:
                 return
             try:
                 await self._read_attributes()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - AWS boundary, logged and retried
                 self.metrics.queue_errors.labels(self.settings.label, "attributes").inc()
                 self.log.warning("reading the queue's attributes failed", error=str(exc))
 
@@ -384,7 +384,7 @@ class QueueRunner:
                 WaitTimeSeconds=max(0, wait),
                 **_RECEIVE_ATTRIBUTES,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - AWS boundary, translated
             error = translate_error(exc, "ReceiveMessage")
             self.metrics.queue_errors.labels(self.settings.label, "receive").inc()
             self.last_error = str(error)
@@ -597,7 +597,7 @@ class QueueRunner:
                         answer = await self.client.change_message_visibility_batch(
                             QueueUrl=self.queue_url, Entries=list(entries.values())
                         )
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - AWS boundary, translated
                     error: SourceError = translate_error(exc, operation)
                     self.metrics.queue_errors.labels(self.settings.label, operation).inc()
                     self.log.warning(f"{operation} failed", error=str(error), attempt=attempt)
