@@ -1199,7 +1199,9 @@ class FakeSqsClient:
         raw = queue.attributes.get("RedrivePolicy")
         return self._redrive_policy(raw, fifo=queue.fifo) if raw else None
 
-    def _enqueue(self, queue: _FakeSqsQueue, params: Mapping[str, Any]) -> dict[str, Any]:
+    def _enqueue(  # noqa: C901 - SendMessage's rules, one after the other, as SQS checks them
+        self, queue: _FakeSqsQueue, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Validate and store one SendMessage; returns its answer."""
         import hashlib
 

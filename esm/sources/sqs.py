@@ -329,12 +329,7 @@ class QueueRunner:
         batching window (or from the first receive that returns any, without one), within
         6 MB. Messages that do not fit wait in `carry` for the next batch."""
         limits = self.settings.limits
-        while carry and len(received.records) < limits.batch_size:
-            record = carry[0]
-            if received.records and received.size + record.size > limits.max_payload_bytes:
-                break
-            received.records.append(carry.pop(0))
-            received.size += record.size
+        self._take_carried(received, carry)
         deadline: float | None = None
         if received.records and limits.window_seconds > 0:
             deadline = time.monotonic() + limits.window_seconds
@@ -365,6 +360,16 @@ class QueueRunner:
                 else:
                     received.records.append(record)
                     received.size += record.size
+
+    def _take_carried(self, received: _Received, carry: list[Record]) -> None:
+        """Start the batch with the messages left over from the last one, as many as fit."""
+        limits = self.settings.limits
+        while carry and len(received.records) < limits.batch_size:
+            record = carry[0]
+            if received.records and received.size + record.size > limits.max_payload_bytes:
+                break
+            received.records.append(carry.pop(0))
+            received.size += record.size
 
     def _record(self, message: Mapping[str, Any]) -> Record:
         self._order += 1
