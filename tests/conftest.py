@@ -40,7 +40,7 @@ def _serial_moto_server(port: int) -> Any:
     )
     from werkzeug.serving import make_server
 
-    class SerialMotoServer(ThreadedMotoServer):  # type: ignore[misc]
+    class SerialMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
             app = DomainDispatcherApplication(create_backend_app)
             self._server = make_server(

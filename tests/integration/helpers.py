@@ -42,7 +42,7 @@ def put_into_shard(stream_name: str, shard_id: str, count: int, *, prefix: str) 
     so after a split it never writes to the children; real Kinesis routes them to the open
     child. The test server runs in this process, so its backend can be reached directly.
     """
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.kinesis.models import kinesis_backends
 
     stream = kinesis_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].describe_stream(
@@ -51,7 +51,8 @@ def put_into_shard(stream_name: str, shard_id: str, count: int, *, prefix: str) 
     shard = stream.shards[shard_id]
     for n in range(count):
         data = base64.b64encode(f"{prefix}{n}".encode()).decode()
-        shard.put_record(f"key-{n}", data, None)
+        # No explicit hash key, as PutRecord without one (moto annotates it as str).
+        shard.put_record(f"key-{n}", data, None)  # type: ignore[arg-type]
 
 
 def daemon_config(
@@ -149,7 +150,7 @@ def age_records(stream_name: str, seconds: float) -> None:
     at least 60."""
     from datetime import timedelta
 
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.kinesis.models import kinesis_backends
 
     stream = kinesis_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].describe_stream(

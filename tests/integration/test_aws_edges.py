@@ -124,14 +124,14 @@ def _sequence(record: dict[str, Any]) -> str:
     return str(record["dynamodb"]["SequenceNumber"])
 
 
-async def _six_records_kinesis(kinesis: Any, stream_name: str) -> tuple[str, Any, str]:
+async def _six_records_kinesis(kinesis: Any, stream_name: str) -> tuple[str, Any, Any]:
     """A stream of 6 records: its ARN, what identifies a record, and the last one's identity."""
     arn = await create_stream(kinesis, stream_name, 1)
     written = await put_records(kinesis, stream_name, 6)
     return arn, _kinesis_data, written[-1]
 
 
-async def _six_records_dynamodb(dynamodb: Any) -> tuple[str, Any, str]:
+async def _six_records_dynamodb(dynamodb: Any) -> tuple[str, Any, Any]:
     """A table stream of 6 inserts: its ARN, what identifies a record, the last one's key."""
     table = f"t-{uuid.uuid4().hex[:12]}"
     stream_arn = await create_table(dynamodb, table)

@@ -53,7 +53,7 @@ async def test_a_partial_failure_resumes_at_the_lowest_failed_record(
 
 
 # Recorded from AWS: `[]` too is a complete success for a stream batch.
-SUCCESS_FORMS = [None, {}, [], {"batchItemFailures": []}, {"batchItemFailures": None}]
+SUCCESS_FORMS: list[Any] = [None, {}, [], {"batchItemFailures": []}, {"batchItemFailures": None}]
 FAILURE_FORMS = [
     {"batchItemFailures": [{"itemIdentifier": ""}]},
     {"batchItemFailures": [{"itemIdentifier": None}]},

@@ -233,7 +233,7 @@ ODD_STRINGS = [
     "2024-13-45T99:99:99Z",
 ]
 
-text_chars = st.characters(blacklist_categories=("Cs",))
+text_chars = st.characters(exclude_categories=["Cs"])
 scalars = st.one_of(
     st.none(),
     st.booleans(),

@@ -154,10 +154,12 @@ async def test_kinesis_kill_9_trials(moto_endpoint: str, kinesis: Any, tmp_path:
             await esm.start(trials)
             await esm.wait_ready(f"http://127.0.0.1:{admin_port}")
             for producer, arn in zip(producers, (arn_a, arn_b), strict=True):
+
+                def all_delivered(p: KinesisProducer = producer, a: str = arn) -> bool:
+                    return len({(i.key, i.n) for i in kinesis_items(receiver, a)}) >= p.total
+
                 await wait_until(
-                    lambda p=producer, a=arn: (
-                        len({(i.key, i.n) for i in kinesis_items(receiver, a)}) >= p.total
-                    ),
+                    all_delivered,
                     120,
                     f"everything delivered after the last restart (seed {seed})\n{esm.log_tail()}",
                 )

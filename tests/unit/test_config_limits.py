@@ -30,7 +30,7 @@ DEEP = {
 }
 
 # Every YAML loader esm may run with: libyaml's when PyYAML has it, and PyYAML's own.
-LOADERS = [config_module._PyLoader]
+LOADERS: list[type[config_module._PyLoader | config_module._CLoader]] = [config_module._PyLoader]
 if config_module._YAML_LOADER is not config_module._PyLoader:
     LOADERS.append(config_module._YAML_LOADER)
 

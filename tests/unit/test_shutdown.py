@@ -3,6 +3,7 @@ again, and releasing an SQS poller's messages cannot hold the process beyond the
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import anyio
@@ -100,7 +101,7 @@ async def wait_for(condition: Any) -> None:
         await anyio.sleep(0.01)
 
 
-def abandoned(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def abandoned(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [line for line in logs if line["event"] == ABANDONED]
 
 
