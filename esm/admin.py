@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from esm.errors import describe
 from esm.log import get_logger
 from esm.redact import redact
 
@@ -119,7 +120,7 @@ class AdminServer:
         try:
             ready = self._ready()
         except Exception as exc:  # noqa: BLE001 - containment: a probe answers, whatever broke
-            _log.error("readiness check failed", error=f"{type(exc).__name__}: {exc}")
+            _log.error("readiness check failed", error=describe(exc))
             ready = False
         if ready:
             return web.Response(text="ready")
@@ -129,7 +130,7 @@ class AdminServer:
         try:
             body = _render_status(self._status())
         except Exception as exc:  # noqa: BLE001 - containment: /status answers, whatever broke
-            _log.error("status report failed", error=f"{type(exc).__name__}: {exc}")
-            body = _render_status({"error": f"{type(exc).__name__}: {exc}"})
+            _log.error("status report failed", error=describe(exc))
+            body = _render_status({"error": describe(exc)})
             return web.Response(status=500, body=body, content_type="application/json")
         return web.Response(body=body, content_type="application/json")

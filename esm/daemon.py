@@ -21,7 +21,7 @@ from esm.backends.runtime import RuntimeApiBackend
 from esm.checkpoints import open_checkpoint_store
 from esm.destinations import create_destination, parse_arn
 from esm.engine.retry import Backoff, RetryPolicy
-from esm.errors import BackendError, SettingError
+from esm.errors import BackendError, SettingError, describe
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.pipeline.batcher import BatchLimits
@@ -119,13 +119,6 @@ def create_backend(name: str, config: FunctionConfig) -> FunctionBackend:
     raise BackendError(f"function {name}: type {config.type} is built by the daemon")
 
 
-def _one_line(exc: BaseException) -> str:
-    """`Type: message` of an error, or of each error inside a task group's exception group."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_one_line(inner) for inner in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
 def _os_reason(exc: OSError) -> str:
     """An OSError's reason alone ("Address already in use"), without errno or address."""
     if exc.errno is not None and exc.errno > 0:
@@ -169,7 +162,7 @@ def record_filter(mapping: MappingConfig, metrics: Metrics) -> Callable[[Record]
                     "(later failures are only counted)",
                     mapping=mapping.mapping_name,
                     sequence=record.sequence,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe(exc),
                 )
             return True
 
@@ -395,7 +388,7 @@ class Daemon:
                 log.error(
                     "mapping failed, restarting it from its checkpoints",
                     mapping=label,
-                    error=_one_line(exc),
+                    error=describe(exc),
                     retry_in_seconds=round(delay, 3),
                 )
             with anyio.move_on_after(delay):

@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+def describe(exc: BaseException) -> str:
+    """An error in one line, `Type: message`, for logs and /status: never a traceback. An
+    exception group (from a task group) lists each error it holds."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in exc.exceptions)
+    lines = f"{type(exc).__name__}: {exc}".splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class EsmError(Exception):
     """Base of every error esm raises on purpose."""
 

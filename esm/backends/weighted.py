@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 import structlog
 
+from esm.errors import describe
 from esm.model import Invocation, InvokeResult
 from esm.protocols import FunctionBackend
 
@@ -70,9 +71,8 @@ class WeightedBackend:
         if self._on_choice is not None:
             try:
                 self._on_choice(name)
-            except Exception:
-                # A broken metrics hook must not fail the batch: backends never raise.
-                log.exception("on_choice failed", target=name)
+            except Exception as exc:  # noqa: BLE001 - a metrics hook must not fail the batch
+                log.error("on_choice failed", target=name, error=describe(exc))
         return await self._backends[index].invoke(invocation)
 
     async def aclose(self) -> None:

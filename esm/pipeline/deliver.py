@@ -23,7 +23,7 @@ from esm.engine.policy import (
     Wait,
 )
 from esm.engine.retry import Backoff, GiveUpCondition, RetryPolicy
-from esm.errors import InvocationError
+from esm.errors import InvocationError, describe
 from esm.events import encode_event
 from esm.metrics import Metrics
 from esm.model import (
@@ -435,7 +435,7 @@ class Deliverer:
     def _contained(self, exc: Exception, labels: Mapping[str, str]) -> InvokeResult:
         """The result an exception raised by the backend stands for: what an
         InvocationError says, a system error for anything else."""
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe(exc)
         self.metrics.contained_errors.labels(self.mapping_id, "backend").inc()
         if self.log is not None:
             self.log.error(

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from esm.engine.retry import Backoff
-from esm.errors import SourceError
+from esm.errors import SourceError, describe
 from esm.events import FailureSource, stream_failure_record
 from esm.metrics import Metrics
 from esm.pipeline.deliver import GiveUp
@@ -82,4 +82,4 @@ class OnFailureDestination:
 
     def _contained(self, exc: Exception) -> SourceError:
         self.metrics.contained_errors.labels(self.mapping_id, "destination").inc()
-        return SourceError(f"{type(exc).__name__}: {exc}")
+        return SourceError(describe(exc))

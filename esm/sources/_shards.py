@@ -27,6 +27,7 @@ from esm.errors import (
     SourceError,
     ThroughputExceeded,
     TransientSourceError,
+    describe,
 )
 from esm.metrics import Metrics, ReadClock
 from esm.model import (
@@ -203,7 +204,7 @@ class ShardedStreamRunner:
                 delay = self.settings.checkpoint_backoff.delay(failures)
                 self.log.error(
                     "loading checkpoints failed, will retry",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe(exc),
                     retry_in_seconds=round(delay, 3),
                 )
                 with anyio.move_on_after(delay):
@@ -655,7 +656,7 @@ class ShardedStreamRunner:
                 self.log.error(
                     "saving checkpoint failed",
                     shard=shard_id,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe(exc),
                 )
                 if not must or self.stopping.is_set():
                     return False
