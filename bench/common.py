@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import anyio
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.log import configure_logging
 from esm.metrics import Metrics
 from esm.model import Checkpoint, Invocation, InvokeResult, IteratorType, ResultKind, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.protocols import StreamAPI
 from esm.sources import _shards
 from esm.sources._shards import ShardedStreamRunner, StreamSettings

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from esm.events import kinesis_entry
-from esm.pipeline.filter import compile_filters
+from esm.filter import compile_filters
 
 DATA_BYTES = 1024
 STREAM_ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/bench"

@@ -54,11 +54,11 @@ from common import (
 )
 
 from esm.config import DeliveryConfig, SqsConfig
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.events import md5_of_body, md5_of_message_attributes
 from esm.metrics import Metrics
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.sources.sqs import QueueRunner, QueueSettings
 
 ACCOUNT = "000000000000"

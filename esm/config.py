@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from esm.errors import ConfigError
-from esm.pipeline.filter import compile_filters
+from esm.filter import compile_filters
 from esm.redact import redact
 
 __all__ = [

@@ -20,15 +20,15 @@ from esm.admin import AdminServer
 from esm.backends.runtime import RuntimeApiBackend
 from esm.checkpoints import open_checkpoint_store
 from esm.destinations import create_destination, parse_arn
+from esm.engine.batcher import BatchLimits
+from esm.engine.concurrency import ConcurrencyLimitedBackend
+from esm.engine.discard import OnFailureDestination
+from esm.engine.driver import Deliverer, Discard, FunctionTarget
 from esm.engine.retry import Backoff, RetryPolicy
 from esm.errors import BackendError, SettingError, describe
+from esm.filter import compile_filters
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.concurrency import ConcurrencyLimitedBackend
-from esm.pipeline.deliver import Deliverer, Discard, FunctionTarget
-from esm.pipeline.discard import OnFailureDestination
-from esm.pipeline.filter import compile_filters
 from esm.protocols import CheckpointStore, FunctionBackend, StreamAPI
 from esm.sources._shards import MIN_POLL_INTERVAL_SECONDS, ShardedStreamRunner, StreamSettings
 from esm.sources.dynamodb_streams import MAX_RECORDS_PER_CALL as DYNAMODB_MAX_RECORDS

@@ -24,7 +24,7 @@ from esm.model import MAX_INVOKE_PAYLOAD_BYTES, Invocation, InvokeResult, Result
 # Lambda enforces the function's own timeout and answers with its own "Task timed out" error;
 # waiting a little longer than the timeout lets that answer (with the function's request id
 # and executed version) arrive before esm gives up. It stays well under the pipeline's own
-# margin (esm.pipeline.deliver) so that this backend, not the pipeline, reports the timeout.
+# margin (esm.engine.driver) so that this backend, not the pipeline, reports the timeout.
 TIMEOUT_MARGIN_SECONDS: Final = 1.0
 
 # The function had no capacity left: a throttle, retried after Retry-After when one is sent.

@@ -3,7 +3,7 @@
 Everything Lambda decides about a batch lives here: retry counts, record age, partial batch
 failures, bisect and backoff. The policy never sleeps, invokes or settles anything itself: it
 answers with decisions (`Invoke`, `Settle`, `GiveUpPart`, `Split`, `Wait`), which a small
-driver (`esm.pipeline.deliver.Deliverer`) carries out. So the rules are tested with plain
+driver (`esm.engine.driver.Deliverer`) carries out. So the rules are tested with plain
 values and no clock.
 """
 

@@ -19,7 +19,11 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from esm.engine.batcher import Batcher, BatchLimits
+from esm.engine.driver import Deliverer, DeliveryOutcome, InFlight, Settled
 from esm.engine.retry import Backoff
+from esm.engine.settle import SettleTracker
+from esm.engine.window import CLOSE_DELAY_SECONDS, WindowState, answer_problem, window_start
 from esm.errors import (
     CheckpointError,
     ExpiredIterator,
@@ -40,10 +44,6 @@ from esm.model import (
     ShardInfo,
     StartPosition,
 )
-from esm.pipeline.batcher import Batcher, BatchLimits
-from esm.pipeline.deliver import Deliverer, DeliveryOutcome, InFlight, Settled
-from esm.pipeline.settle import SettleTracker
-from esm.pipeline.window import CLOSE_DELAY_SECONDS, WindowState, answer_problem, window_start
 from esm.protocols import CheckpointStore, StreamAPI
 
 # Kinesis allows 5 GetRecords calls per second per shard, shared by every consumer.

@@ -14,14 +14,14 @@ import anyio
 import anyio.abc
 import structlog
 
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer
+from esm.engine.partial import queue_item_failures
 from esm.engine.retry import Backoff
 from esm.errors import SourceError
 from esm.events import encode_event, sqs_record
 from esm.metrics import Metrics
 from esm.model import EVENT_ENVELOPE_BYTES, InvokeResult, Record, ResultKind
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer
-from esm.pipeline.partial import queue_item_failures
 from esm.sources._aws import translate_error
 
 # SQS answers at most 10 messages per ReceiveMessage and takes at most 10 entries per batch call.

@@ -12,11 +12,11 @@ import pytest
 from aiobotocore.session import get_session
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.sources._shards import ShardedStreamRunner, StreamSettings
 from esm.sources.dynamodb_streams import (
     MAX_RECORDS_PER_CALL,

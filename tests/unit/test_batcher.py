@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from esm.engine.batcher import Batcher, BatchLimits, cut_batches
 from esm.model import EVENT_ENVELOPE_BYTES, MAX_INVOKE_PAYLOAD_BYTES, Record
-from esm.pipeline.batcher import Batcher, BatchLimits, cut_batches
 
 
 def _record(n: int, size: int) -> Record:

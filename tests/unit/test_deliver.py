@@ -7,11 +7,11 @@ from typing import Any
 import anyio
 import pytest
 
+from esm.engine.driver import Deliverer, DeliveryOutcome, FunctionTarget, InFlight
 from esm.engine.retry import Backoff
 from esm.events import create_record
 from esm.metrics import Metrics
 from esm.model import Batch, InvokeResult, ResultKind
-from esm.pipeline.deliver import Deliverer, DeliveryOutcome, FunctionTarget, InFlight
 from esm.testing import RecordingBackend, function_error, throttle
 
 pytestmark = pytest.mark.anyio

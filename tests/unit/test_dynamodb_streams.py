@@ -12,6 +12,8 @@ from botocore.parsers import create_parser
 from botocore.session import get_session as get_botocore_session
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.errors import (
     ExpiredIterator,
@@ -22,8 +24,6 @@ from esm.errors import (
 )
 from esm.metrics import Metrics
 from esm.model import Checkpoint, IteratorType, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.protocols import StreamAPI
 from esm.sources._aws import keep_wire_records
 from esm.sources._shards import ShardedStreamRunner, ShardPhase, StreamSettings

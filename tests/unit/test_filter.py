@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esm.errors import ConfigError
-from esm.pipeline.filter import (
+from esm.filter import (
     MAX_FILTERS,
     MAX_PATTERN_CHARS,
     FilterSource,

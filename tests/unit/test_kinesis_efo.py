@@ -10,12 +10,12 @@ import anyio
 import pytest
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.errors import SourceError, TransientSourceError
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.sources._shards import ShardedStreamRunner, ShardPhase, StreamSettings
 from esm.sources.kinesis import KinesisRecordFactory
 from esm.sources.kinesis_efo import (

@@ -15,12 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import esm
 from esm.config import describe_config, parse_config
+from esm.engine.driver import Deliverer, DeliveryOutcome, FunctionTarget, InFlight
 from esm.engine.retry import Backoff
 from esm.errors import ConfigError
 from esm.events import create_record
 from esm.metrics import MappingInfo, Metrics
 from esm.model import Batch, Invocation, InvokeResult, ResultKind
-from esm.pipeline.deliver import Deliverer, DeliveryOutcome, FunctionTarget, InFlight
 
 KINESIS_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 DYNAMODB_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"

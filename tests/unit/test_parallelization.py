@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.metrics import Metrics
 from esm.model import Checkpoint, Invocation, InvokeResult, IteratorType, ResultKind, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.sources._shards import ShardedStreamRunner, StreamSettings
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.testing import FakeKinesisClient

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from esm.engine.partial import stream_item_failures
+from esm.engine.settle import SettleTracker
 from esm.events import create_record
-from esm.pipeline.partial import stream_item_failures
-from esm.pipeline.settle import SettleTracker
 
 RECORDS = [
     create_record(sequence=str(100 + n), order=100 + n, key="k", arrival=0.0, entry={"n": n})

@@ -10,11 +10,11 @@ import anyio
 import pytest
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.metrics import Metrics, ReadClock
 from esm.model import IteratorType, RecordsPage, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.protocols import StreamAPI
 from esm.sources._shards import ShardedStreamRunner, StreamSettings
 from esm.sources.dynamodb_streams import DynamoDBRecordFactory, DynamoDBStreamAPI

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from esm.engine.driver import Deliverer, DeliveryOutcome, FunctionTarget, GiveUp, InFlight
 from esm.engine.retry import Backoff, GiveUpCondition, RetryPolicy
 from esm.events import create_record
 from esm.metrics import Metrics
 from esm.model import Batch, Record
-from esm.pipeline.deliver import Deliverer, DeliveryOutcome, FunctionTarget, GiveUp, InFlight
 from esm.testing import RecordingBackend, function_error
 
 TARGET = FunctionTarget(

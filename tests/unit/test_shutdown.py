@@ -11,11 +11,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.sources._shards import ShardedStreamRunner, StreamSettings, lane_of
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.sources.sqs import QueueRunner, QueueSettings

@@ -8,10 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.metrics import Metrics
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.sources.sqs import QueueRunner, QueueSettings
 from esm.testing import FakeSqsClient, RecordingBackend, throttle
 

@@ -10,11 +10,11 @@ import anyio
 import pytest
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine.batcher import BatchLimits
+from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.pipeline.batcher import BatchLimits
-from esm.pipeline.deliver import Deliverer, FunctionTarget
 from esm.sources._shards import ShardedStreamRunner, ShardPhase, StreamSettings
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.testing import FakeKinesisClient, RecordingBackend, function_error, kinesis_data

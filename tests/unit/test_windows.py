@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from esm.checkpoints.memory import MemoryCheckpointStore
-from esm.pipeline.window import WindowState, answer_problem, iso, window_start
+from esm.engine.window import WindowState, answer_problem, iso, window_start
 from esm.testing import FakeKinesisClient, RecordingBackend, function_error
 
 from .test_stream_runner import STREAM, make_runner, run_until

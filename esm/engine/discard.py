@@ -10,11 +10,11 @@ from typing import Any
 
 import anyio
 
+from esm.engine.driver import GiveUp
 from esm.engine.retry import Backoff
 from esm.errors import SourceError, describe
 from esm.events import FailureSource, stream_failure_record
 from esm.metrics import Metrics
-from esm.pipeline.deliver import GiveUp
 from esm.protocols import Destination
 
 

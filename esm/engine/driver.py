@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from esm.engine.partial import stream_item_failures
 from esm.engine.policy import (
     DeliveryPolicy,
     GiveUpPart,
@@ -34,7 +35,6 @@ from esm.model import (
     Record,
     ResultKind,
 )
-from esm.pipeline.partial import stream_item_failures
 from esm.protocols import FunctionBackend
 
 # A backend enforces the function timeout itself; this margin only guards against one that
