@@ -21,6 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from esm.engine.batcher import Batcher, BatchLimits
 from esm.engine.driver import Deliverer, DeliveryOutcome, InFlight, Settled
+from esm.engine.lifecycle import Interruptible
 from esm.engine.retry import Backoff
 from esm.engine.settle import SettleTracker
 from esm.engine.window import CLOSE_DELAY_SECONDS, WindowState, answer_problem, window_start
@@ -159,7 +160,7 @@ class ShardedStreamRunner:
         self.clock = clock
         self.shards: dict[str, ShardState] = {}
         self.ready = False
-        self.stopping = anyio.Event()
+        self.stopping = Interruptible()
         self._reader_scopes: set[anyio.CancelScope] = set()
         self._discovery_scope: anyio.CancelScope | None = None
         self._lineage_changed = anyio.Event()
@@ -183,7 +184,7 @@ class ShardedStreamRunner:
             self.shards[shard_id] = state
         async with anyio.create_task_group() as tg:
             with anyio.CancelScope() as self._discovery_scope:
-                if self.stopping.is_set():
+                if self.stopping.interrupted:
                     return
                 await self._discover_forever(tg)
 
@@ -209,12 +210,12 @@ class ShardedStreamRunner:
                 )
                 with anyio.move_on_after(delay):
                     await self.stopping.wait()
-                if self.stopping.is_set():
+                if self.stopping.interrupted:
                     return None
 
     def stop(self) -> None:
         """Stop reading: readers end at once, in-flight deliveries finish, no new batch starts."""
-        self.stopping.set()
+        self.stopping.interrupt()
         if self._discovery_scope is not None:
             self._discovery_scope.cancel()
         for scope in list(self._reader_scopes):
@@ -223,7 +224,7 @@ class ShardedStreamRunner:
     def status(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
-            "stopping": self.stopping.is_set(),
+            "stopping": self.stopping.interrupted,
             "shards": {sid: s.as_dict() for sid, s in sorted(self.shards.items())},
         }
 
@@ -271,7 +272,7 @@ class ShardedStreamRunner:
 
     def _start_eligible(self, tg: anyio.abc.TaskGroup) -> None:
         for shard_id, state in sorted(self.shards.items()):
-            if state.phase is not ShardPhase.WAITING or self.stopping.is_set():
+            if state.phase is not ShardPhase.WAITING or self.stopping.interrupted:
                 continue
             if not self._parents_finished(state.info):
                 continue
@@ -297,7 +298,7 @@ class ShardedStreamRunner:
             async with anyio.create_task_group() as tg:
                 scope = anyio.CancelScope()
                 self._reader_scopes.add(scope)
-                if self.stopping.is_set():
+                if self.stopping.interrupted:
                     scope.cancel()
                 tg.start_soon(self._read_shard, state, start, send, scope, log)
                 async with recv:
@@ -548,7 +549,7 @@ class ShardedStreamRunner:
         try:
             outcome = await self.deliverer.deliver_final(
                 state.info.shard_id,
-                stopping=self.stopping,
+                interrupt=self.stopping,
                 in_flight=in_flight,
                 event_fields=lambda: window.event_fields(final=True),
                 check_answer=answer_problem,
@@ -597,7 +598,7 @@ class ShardedStreamRunner:
         try:
             outcome = await self.deliverer.deliver(
                 batch,
-                stopping=self.stopping,
+                interrupt=self.stopping,
                 in_flight=in_flight,
                 on_settled=count_settled,
                 on_result=note_attempt,
@@ -605,7 +606,7 @@ class ShardedStreamRunner:
                 check_answer=answer_problem if window else None,
             )
         except anyio.get_cancelled_exc_class():
-            if self.stopping.is_set():
+            if self.stopping.interrupted:
                 self._abandoned(state, in_flight, "the shutdown grace period ran out")
             raise
         finally:
@@ -658,7 +659,7 @@ class ShardedStreamRunner:
                     shard=shard_id,
                     error=describe(exc),
                 )
-                if not must or self.stopping.is_set():
+                if not must or self.stopping.interrupted:
                     return False
                 await anyio.sleep(self.settings.checkpoint_backoff.delay(failures))
                 continue
@@ -716,7 +717,7 @@ class _Lane:
                 continue
             if gathered is not _Gathered.DUE:
                 return gathered is _Gathered.END
-            if self.runner.stopping.is_set():
+            if self.runner.stopping.interrupted:
                 return False
             if not await self._deliver_next():
                 return False
