@@ -25,12 +25,13 @@ from esm.engine.concurrency import ConcurrencyLimitedBackend
 from esm.engine.discard import OnFailureDestination
 from esm.engine.driver import Deliverer, Discard, FunctionTarget
 from esm.engine.retry import Backoff, RetryPolicy
+from esm.engine.stream_model import MIN_POLL_INTERVAL_SECONDS, StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.errors import BackendError, SettingError, describe
 from esm.filter import compile_filters
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.protocols import CheckpointStore, FunctionBackend, StreamAPI
-from esm.sources._shards import MIN_POLL_INTERVAL_SECONDS, ShardedStreamRunner, StreamSettings
 from esm.sources.dynamodb_streams import MAX_RECORDS_PER_CALL as DYNAMODB_MAX_RECORDS
 from esm.sources.dynamodb_streams import POLL_INTERVAL_SECONDS as DYNAMODB_POLL_SECONDS
 from esm.sources.dynamodb_streams import DynamoDBRecordFactory, DynamoDBStreamAPI
@@ -224,8 +225,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._given_backends = dict(backends or {})
         self._store = store
-        self.runners: dict[str, ShardedStreamRunner | QueueRunner] = {}
-        self._factories: dict[str, Callable[[], ShardedStreamRunner | QueueRunner]] = {}
+        self.runners: dict[str, StreamEngine | QueueRunner] = {}
+        self._factories: dict[str, Callable[[], StreamEngine | QueueRunner]] = {}
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stop_requested = anyio.Event()
@@ -450,7 +451,7 @@ class Daemon:
         clients: _Clients,
         backend: FunctionBackend,
         store: CheckpointStore,
-    ) -> Callable[[], ShardedStreamRunner | QueueRunner]:
+    ) -> Callable[[], StreamEngine | QueueRunner]:
         """Opens what a mapping needs (clients, destination) and returns how to make its
         runner, so that a failed runner can be replaced by a fresh one."""
         if mapping.source_kind == "sqs":
@@ -647,7 +648,7 @@ class Daemon:
         backend: FunctionBackend,
         store: CheckpointStore,
         discard: Discard | None,
-    ) -> ShardedStreamRunner:
+    ) -> StreamEngine:
         config = self.config
         settings = StreamSettings(
             mapping_id=mapping.mapping_id,
@@ -666,4 +667,4 @@ class Daemon:
             record_filter=record_filter(mapping, self.metrics),
         )
         deliverer = replace(self._deliverer(mapping, backend), discard=discard)
-        return ShardedStreamRunner(api, settings, deliverer, store, self.metrics)
+        return StreamEngine(api, settings, deliverer, store, self.metrics)
