@@ -173,7 +173,7 @@ class QueueRunner:
         finally:
             self.metrics.forget_queue_receives(self.settings.label)
 
-    def stop(self) -> None:
+    def stop(self, grace: float | None = None) -> None:
         """Stop polling at once: receives are cancelled and what they gathered is released;
         batches being delivered finish (within the daemon's grace period)."""
         self.stopping.interrupt()
