@@ -8,6 +8,7 @@ the same lane, so they stay in order and are never in flight together.
 from __future__ import annotations
 
 import enum
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 
@@ -68,13 +69,16 @@ class Lane:
         window: WindowState | None,
         deliver: DeliverBatch,
         close_window: CloseWindow,
+        batch_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lane = lane
         self.recv = recv
         self.partition = partition
         self.life = life
         self.clock = clock
-        self.batcher = Batcher(limits)
+        # The batching window is a duration: it runs on a monotonic clock, unlike tumbling
+        # windows, which are aligned to the records' wall-clock arrival.
+        self.batcher = Batcher(limits, clock=batch_clock)
         self.window = window
         self._deliver = deliver
         self._close = close_window
