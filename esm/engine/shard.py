@@ -187,10 +187,10 @@ class ShardWorker:
             self.log.info("shard iterator expired, getting a new one", after=last_read)
             return False, failures
         await self._read_failed("get_records", exc, failures + 1)
-        # A transient failure keeps the iterator. Any other (a rejected iterator, missing
-        # permission) is not fixed by waiting alone: keep the mapping alive and visible in
-        # /status, and start over from a new iterator.
-        return isinstance(exc, TransientSourceError), failures + 1
+        # A failure that waiting fixes keeps the iterator. Any other (a rejected iterator,
+        # missing permission) is not fixed by waiting alone: keep the mapping alive and
+        # visible in /status, and start over from a new iterator.
+        return exc.retriable, failures + 1
 
     async def _read_failed(self, call: str, exc: Exception, failures: int) -> None:
         if isinstance(exc, ThroughputExceeded):
