@@ -24,7 +24,9 @@ from esm.engine.batcher import BatchLimits
 from esm.engine.concurrency import ConcurrencyLimitedBackend
 from esm.engine.discard import OnFailureDestination
 from esm.engine.driver import Deliverer, Discard, FunctionTarget
+from esm.engine.queue import QueueEngine, QueueSettings
 from esm.engine.retry import Backoff, RetryPolicy
+from esm.engine.scaling import DEFAULT_MAX_CONCURRENCY, ScalingLimits
 from esm.errors import BackendError, SettingError, describe
 from esm.filter import compile_filters
 from esm.metrics import MappingInfo, Metrics
@@ -41,7 +43,7 @@ from esm.sources.kinesis_efo import (
     KinesisFanOutAPI,
     parse_consumer_arn,
 )
-from esm.sources.sqs import DEFAULT_MAX_CONCURRENCY, QueueRunner, QueueSettings
+from esm.sources.sqs import SqsReader, SqsSettings
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, FunctionConfig, MappingConfig
@@ -224,8 +226,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._given_backends = dict(backends or {})
         self._store = store
-        self.runners: dict[str, ShardedStreamRunner | QueueRunner] = {}
-        self._factories: dict[str, Callable[[], ShardedStreamRunner | QueueRunner]] = {}
+        self.runners: dict[str, ShardedStreamRunner | QueueEngine] = {}
+        self._factories: dict[str, Callable[[], ShardedStreamRunner | QueueEngine]] = {}
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stop_requested = anyio.Event()
@@ -450,7 +452,7 @@ class Daemon:
         clients: _Clients,
         backend: FunctionBackend,
         store: CheckpointStore,
-    ) -> Callable[[], ShardedStreamRunner | QueueRunner]:
+    ) -> Callable[[], ShardedStreamRunner | QueueEngine]:
         """Opens what a mapping needs (clients, destination) and returns how to make its
         runner, so that a failed runner can be replaced by a fresh one."""
         if mapping.source_kind == "sqs":
@@ -607,37 +609,47 @@ class Daemon:
 
     def _queue_runner(
         self, mapping: MappingConfig, client: Any, backend: FunctionBackend
-    ) -> QueueRunner:
+    ) -> QueueEngine:
         sqs = self.config.sqs
+        backoff = self._backoff()
+        reader = SqsReader(
+            client,
+            SqsSettings(
+                queue_arn=mapping.EventSourceArn,
+                region=mapping.region,
+                mapping=mapping.mapping_name,
+                extend_visibility=sqs.extend_visibility,
+                retry_delay=backoff.delay,
+            ),
+            self.metrics,
+        )
         scaling = mapping.ScalingConfig
         settings = QueueSettings(
-            mapping_id=mapping.mapping_id,
-            mapping_name=mapping.mapping_name,
-            queue_arn=mapping.EventSourceArn,
-            region=mapping.region,
+            mapping=mapping.mapping_name,
             limits=BatchLimits(
                 batch_size=mapping.batch_size,
                 window_seconds=float(mapping.batching_window_seconds),
             ),
+            scaling=ScalingLimits(
+                maximum=min(
+                    scaling.MaximumConcurrency
+                    if scaling is not None and scaling.MaximumConcurrency is not None
+                    else DEFAULT_MAX_CONCURRENCY,
+                    # Pollers beyond what the function may run at once would only wait.
+                    self.config.functions[mapping.function_name].max_concurrency
+                    or DEFAULT_MAX_CONCURRENCY,
+                )
+            ),
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
             record_filter=record_filter(mapping, self.metrics),
-            max_concurrency=min(
-                scaling.MaximumConcurrency
-                if scaling is not None and scaling.MaximumConcurrency is not None
-                else DEFAULT_MAX_CONCURRENCY,
-                # Pollers beyond what the function may run at once would only wait.
-                self.config.functions[mapping.function_name].max_concurrency
-                or DEFAULT_MAX_CONCURRENCY,
-            ),
             wait_time_seconds=sqs.wait_time_seconds,
-            extend_visibility=sqs.extend_visibility,
             failure_visibility_seconds=sqs.failure_visibility_timeout_seconds,
             release_on_shutdown=sqs.release_on_shutdown,
             shutdown_grace_seconds=self.config.delivery.shutdown_grace_seconds,
-            attributes_interval=sqs.backlog_sample_seconds,
-            backoff=self._backoff(),
+            backlog_interval=sqs.backlog_sample_seconds,
+            backoff=backoff,
         )
-        return QueueRunner(client, settings, self._deliverer(mapping, backend), self.metrics)
+        return QueueEngine(reader, settings, self._deliverer(mapping, backend), self.metrics)
 
     def _create_runner(
         self,
