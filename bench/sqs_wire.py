@@ -14,8 +14,9 @@ In the same run, alternately, each side until the server has seen `--messages` d
   wait, every attribute) then delete_message_batch of what came, nothing else: the ceiling
   for any consumer written on aiobotocore;
 - esm: the real queue engine over the SQS reader (as the daemon builds it: BatchSize 10, no
-  batching window, visibility extension on, ScalingConfig.MaximumConcurrency `--concurrency`, so that it
-  runs that many pollers) delivering through a `Deliverer` to a no-op function.
+  batching window, visibility extension on, ScalingConfig.MaximumConcurrency
+  `--concurrency`, so that it runs that many pollers) delivering through a `Deliverer` to a
+  no-op function.
 The ratio esm/bare of the medians is the number to watch.
 
 Run: .venv/bin/python bench/sqs_wire.py [--messages 20000] [--rounds 5] [--concurrency 5]
