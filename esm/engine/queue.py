@@ -240,21 +240,26 @@ class QueueEngine:
         try:
             while key < self.target:
                 with life.reading.scope(), self._receives.reading():
-                    received_at = await self._gather(batcher, received_at)
+                    received_at = await self._gather(key, batcher, received_at)
                 if life.stopping:
                     return
-                await self.batches.process(batcher.take(), received_at, life)
+                if len(batcher):
+                    await self.batches.process(batcher.take(), received_at, life)
         finally:
             await self._release(batcher, life)
 
-    async def _gather(self, batcher: Batcher, received_at: float) -> float:
+    async def _gather(self, key: int, batcher: Batcher, received_at: float) -> float:
         """Receive until a batch is due: BatchSize messages or 6 MB of event, the batching
         window's end, or (without a window) the first receive that returns any. Returns when
-        the oldest message waiting was received."""
+        the oldest message waiting was received; returns with nothing once the poller is
+        past the target (it retires)."""
         limits = self.settings.limits
         while not batcher.full():
             wait = self.settings.wait_time_seconds
-            if len(batcher):
+            if not len(batcher):
+                if key >= self.target:
+                    break
+            else:
                 remaining = batcher.window_remaining()
                 if remaining <= 0:
                     break
