@@ -1,7 +1,7 @@
 """Engine benchmark: esm's shard pipeline fed in-process, without network or parsing.
 
 A canned source serves pre-built pages of 1 KB records as fast as they are asked for; a real
-`ShardedStreamRunner` reads, batches, encodes each event, invokes a no-op function and
+`StreamEngine` reads, batches, encodes each event, invokes a no-op function and
 checkpoints in a `MemoryCheckpointStore`. Two sources:
 
 - `records`: a `StreamAPI` handing out pre-built `Record`s (the runner alone: reader loop,

@@ -13,9 +13,10 @@ In the same run, alternately, each side until the server has seen `--messages` d
 - bare: `--concurrency` aiobotocore loops, each calling receive_message (10 messages, no
   wait, every attribute) then delete_message_batch of what came, nothing else: the ceiling
   for any consumer written on aiobotocore;
-- esm: the real `QueueRunner` (as the daemon builds it: BatchSize 10, no batching window,
-  visibility extension on, ScalingConfig.MaximumConcurrency `--concurrency`, so that it
-  runs that many pollers) delivering through a `Deliverer` to a no-op function.
+- esm: the real queue engine over the SQS reader (as the daemon builds it: BatchSize 10, no
+  batching window, visibility extension on, ScalingConfig.MaximumConcurrency
+  `--concurrency`, so that it runs that many pollers) delivering through a `Deliverer` to a
+  no-op function.
 The ratio esm/bare of the medians is the number to watch.
 
 Run: .venv/bin/python bench/sqs_wire.py [--messages 20000] [--rounds 5] [--concurrency 5]
@@ -56,10 +57,12 @@ from common import (
 from esm.config import DeliveryConfig, SqsConfig
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
+from esm.engine.queue import QueueEngine, QueueSettings
 from esm.engine.retry import Backoff
+from esm.engine.scaling import ScalingLimits
 from esm.events import md5_of_body, md5_of_message_attributes
 from esm.metrics import Metrics
-from esm.sources.sqs import QueueRunner, QueueSettings
+from esm.sources.sqs import SqsReader, SqsSettings
 
 ACCOUNT = "000000000000"
 QUEUE = "bench"
@@ -331,33 +334,41 @@ def bare_side(client: Any, concurrency: int) -> Side:
     return start
 
 
-def make_queue_runner(client: Any, concurrency: int) -> QueueRunner:
-    """The runner the daemon builds (`Daemon._queue_runner`) for a mapping with BatchSize 10,
-    no batching window, ScalingConfig.MaximumConcurrency `concurrency` and the default
-    [sqs] and [delivery] settings, invoking a no-op function."""
+def make_queue_runner(client: Any, concurrency: int) -> QueueEngine:
+    """The queue mapping the daemon builds (`Daemon._queue_runner`) for BatchSize 10, no
+    batching window, ScalingConfig.MaximumConcurrency `concurrency` and the default [sqs] and
+    [delivery] settings, invoking a no-op function."""
     sqs, delivery = SqsConfig(), DeliveryConfig()
     backoff = Backoff(
         initial=delivery.backoff_initial_seconds, maximum=delivery.backoff_max_seconds
     )
+    metrics = Metrics()
+    reader = SqsReader(
+        client,
+        SqsSettings(
+            queue_arn=QUEUE_ARN,
+            region=REGION,
+            mapping=MAPPING,
+            extend_visibility=sqs.extend_visibility,
+            retry_delay=backoff.delay,
+        ),
+        metrics,
+    )
     settings = QueueSettings(
-        mapping_id=MAPPING,
-        queue_arn=QUEUE_ARN,
-        region=REGION,
+        mapping=MAPPING,
         limits=BatchLimits(batch_size=RECEIVE_MAX, window_seconds=0.0),
-        max_concurrency=concurrency,
+        scaling=ScalingLimits(maximum=concurrency),
         wait_time_seconds=sqs.wait_time_seconds,
-        extend_visibility=True,
         failure_visibility_seconds=sqs.failure_visibility_timeout_seconds,
         release_on_shutdown=sqs.release_on_shutdown,
-        attributes_interval=sqs.backlog_sample_seconds,
+        backlog_interval=sqs.backlog_sample_seconds,
         backoff=backoff,
     )
-    metrics = Metrics()
     target = FunctionTarget(
         name="noop", arn=FUNCTION_ARN, timeout=FUNCTION_TIMEOUT, memory_size=FUNCTION_MEMORY_MB
     )
     deliverer = Deliverer(NoopBackend(), target, MAPPING, metrics, backoff=backoff)
-    return QueueRunner(client, settings, deliverer, metrics)
+    return QueueEngine(reader, settings, deliverer, metrics)
 
 
 def esm_side(client: Any, concurrency: int) -> Side:
@@ -438,7 +449,7 @@ async def main(args: argparse.Namespace, server: Server, port: int, body_bytes: 
     ):
         sides: dict[str, Side] = {
             "bare aiobotocore loop": bare_side(bare_client, args.concurrency),
-            "esm QueueRunner": esm_side(esm_client, args.concurrency),
+            "esm QueueEngine": esm_side(esm_client, args.concurrency),
         }
         # Warm up: connections open, service model and shapes loaded, code paths run once.
         for side in sides.values():
@@ -447,7 +458,7 @@ async def main(args: argparse.Namespace, server: Server, port: int, body_bytes: 
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            sample, note = await timed(sides["esm QueueRunner"], server, args.messages, 100)
+            sample, note = await timed(sides["esm QueueEngine"], server, args.messages, 100)
             profiler.disable()
             print(f"profiled esm run ({note}): {sample.rate:,.0f} messages/s (under cProfile)")
             print(profile_report(profiler, args.profile_lines))

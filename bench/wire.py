@@ -10,7 +10,7 @@ for the pages left to read, so each run reads exactly `--pages` pages and the sh
 In the same run, alternately:
 - bare: an aiobotocore client calling get_records until the shard ends, doing nothing with
   the records: the ceiling for any consumer written on aiobotocore;
-- esm: the real `KinesisStreamAPI` over an aiobotocore client, a `ShardedStreamRunner`, a
+- esm: the real `KinesisStreamAPI` over an aiobotocore client, a `StreamEngine`, a
   no-op function and memory checkpoints, timed until every record is delivered and the
   shard's final checkpoint is saved.
 The ratio esm/bare of the medians is the number to watch.

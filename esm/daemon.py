@@ -26,7 +26,9 @@ from esm.engine.concurrency import ConcurrencyLimitedBackend
 from esm.engine.discard import OnFailureDestination
 from esm.engine.driver import Deliverer, Discard, FunctionTarget
 from esm.engine.lifecycle import Interruptible
+from esm.engine.queue import QueueEngine, QueueSettings
 from esm.engine.retry import Backoff, RetryPolicy
+from esm.engine.scaling import DEFAULT_MAX_CONCURRENCY, ScalingLimits
 from esm.engine.stream_model import MIN_POLL_INTERVAL_SECONDS, StreamSettings
 from esm.engine.streams import StreamEngine
 from esm.errors import BackendError, SettingError, describe
@@ -44,7 +46,7 @@ from esm.sources.kinesis_efo import (
     KinesisFanOutAPI,
     parse_consumer_arn,
 )
-from esm.sources.sqs import DEFAULT_MAX_CONCURRENCY, QueueRunner, QueueSettings
+from esm.sources.sqs import SqsReader, SqsSettings
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, FunctionConfig, MappingConfig
@@ -235,8 +237,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._given_backends = dict(backends or {})
         self._store = store
-        self.runners: dict[str, StreamEngine | QueueRunner] = {}
-        self._factories: dict[str, Callable[[], StreamEngine | QueueRunner]] = {}
+        self.runners: dict[str, StreamEngine | QueueEngine] = {}
+        self._factories: dict[str, Callable[[], StreamEngine | QueueEngine]] = {}
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stopping = Interruptible()
@@ -493,7 +495,7 @@ class Daemon:
         clients: _Clients,
         backend: FunctionBackend,
         store: CheckpointStore,
-    ) -> Callable[[], StreamEngine | QueueRunner]:
+    ) -> Callable[[], StreamEngine | QueueEngine]:
         """Opens what a mapping needs (clients, destination) and returns how to make its
         runner, so that a failed runner can be replaced by a fresh one."""
         if mapping.source_kind == "sqs":
@@ -650,37 +652,47 @@ class Daemon:
 
     def _queue_runner(
         self, mapping: MappingConfig, client: Any, backend: FunctionBackend
-    ) -> QueueRunner:
+    ) -> QueueEngine:
         sqs = self.config.sqs
+        backoff = self._backoff()
+        reader = SqsReader(
+            client,
+            SqsSettings(
+                queue_arn=mapping.EventSourceArn,
+                region=mapping.region,
+                mapping=mapping.mapping_name,
+                extend_visibility=sqs.extend_visibility,
+                retry_delay=backoff.delay,
+            ),
+            self.metrics,
+        )
         scaling = mapping.ScalingConfig
         settings = QueueSettings(
-            mapping_id=mapping.mapping_id,
-            mapping_name=mapping.mapping_name,
-            queue_arn=mapping.EventSourceArn,
-            region=mapping.region,
+            mapping=mapping.mapping_name,
             limits=BatchLimits(
                 batch_size=mapping.batch_size,
                 window_seconds=float(mapping.batching_window_seconds),
             ),
+            scaling=ScalingLimits(
+                maximum=min(
+                    scaling.MaximumConcurrency
+                    if scaling is not None and scaling.MaximumConcurrency is not None
+                    else DEFAULT_MAX_CONCURRENCY,
+                    # Pollers beyond what the function may run at once would only wait.
+                    self.config.functions[mapping.function_name].max_concurrency
+                    or DEFAULT_MAX_CONCURRENCY,
+                )
+            ),
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
             record_filter=record_filter(mapping, self.metrics),
-            max_concurrency=min(
-                scaling.MaximumConcurrency
-                if scaling is not None and scaling.MaximumConcurrency is not None
-                else DEFAULT_MAX_CONCURRENCY,
-                # Pollers beyond what the function may run at once would only wait.
-                self.config.functions[mapping.function_name].max_concurrency
-                or DEFAULT_MAX_CONCURRENCY,
-            ),
             wait_time_seconds=sqs.wait_time_seconds,
-            extend_visibility=sqs.extend_visibility,
             failure_visibility_seconds=sqs.failure_visibility_timeout_seconds,
             release_on_shutdown=sqs.release_on_shutdown,
             shutdown_grace_seconds=self.config.delivery.shutdown_grace_seconds,
-            attributes_interval=sqs.backlog_sample_seconds,
-            backoff=self._backoff(),
+            backlog_interval=sqs.backlog_sample_seconds,
+            backoff=backoff,
         )
-        return QueueRunner(client, settings, self._deliverer(mapping, backend), self.metrics)
+        return QueueEngine(reader, settings, self._deliverer(mapping, backend), self.metrics)
 
     def _create_runner(
         self,

@@ -9,6 +9,7 @@ from esm.model import (
     Checkpoint,
     Invocation,
     InvokeResult,
+    Record,
     RecordsPage,
     ShardInfo,
     StartPosition,
@@ -39,6 +40,64 @@ class StreamAPI(Protocol):
 
         :raises ExpiredIterator: the iterator is too old; ask for a new one.
         """
+        ...
+
+
+class QueueReader(Protocol):
+    """One queue as the engine reads it (SQS): messages are taken, not positioned.
+
+    A received message stays invisible to other consumers until it is acknowledged (deleted),
+    made visible again, or its visibility timeout runs out. Methods that call the service
+    raise `esm.errors.SourceError` (with `retriable`) when the call itself fails; failures of
+    single entries of a batch call are the reader's to retry, count and log.
+    """
+
+    @property
+    def queue_name(self) -> str: ...
+
+    @property
+    def fifo(self) -> bool:
+        """Messages of one group come in order, one batch of a group at a time."""
+        ...
+
+    @property
+    def visibility_timeout(self) -> int:
+        """The queue's visibility timeout in seconds, as last read."""
+        ...
+
+    async def open(self) -> Mapping[str, int]:
+        """Find the queue and read its attributes; called until it succeeds. Returns the
+        backlog, as `backlog()` does."""
+        ...
+
+    async def receive(self, count: int, wait_seconds: int) -> list[Record]:
+        """Up to `count` messages, waiting up to `wait_seconds` for the first (long polling)."""
+        ...
+
+    async def ack(self, records: Sequence[Record]) -> int:
+        """The records were processed (or filtered out): remove them; how many were removed."""
+        ...
+
+    async def nack(self, records: Sequence[Record], delay: int | None) -> None:
+        """The records failed: they come back after `delay` seconds (None: when their
+        visibility runs out)."""
+        ...
+
+    async def keep_invisible(self, records: Sequence[Record], held_for: float) -> None:
+        """Keep the records from other consumers while their batch is processed, until
+        cancelled; they were received `held_for` seconds ago."""
+        ...
+
+    async def release(self, records: Sequence[Record]) -> None:
+        """Hand records received but not delivered back to the queue at once."""
+        ...
+
+    async def backlog(self) -> Mapping[str, int]:
+        """Approximate message counts by state: visible, in_flight, delayed."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What /status shows of the queue."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""ReportBatchItemFailures for streams: which records of a batch the function says failed."""
+"""ReportBatchItemFailures: which records of a stream or queue batch the function says failed."""
 
 from __future__ import annotations
 
@@ -91,3 +91,21 @@ def queue_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures 
             return _complete_failure(f"itemIdentifier {identifier!r} is not in the batch")
         failed.add(index)
     return frozenset(failed)
+
+
+def fail_rest_of_groups(failed: frozenset[int], records: Sequence[Record]) -> frozenset[int]:
+    """A FIFO batch's failed messages, with every message after a failed one in its group.
+
+    A group's messages must be processed in order: deleting one that comes after a message
+    to be retried would let it overtake that message. `Record.key` is the message group.
+    """
+    if not failed:
+        return failed
+    result = set(failed)
+    failed_groups: set[str] = set()
+    for index, record in enumerate(records):
+        if record.key in failed_groups:
+            result.add(index)
+        elif index in failed:
+            failed_groups.add(record.key)
+    return frozenset(result)

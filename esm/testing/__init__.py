@@ -15,6 +15,7 @@ from esm.testing._common import (
 )
 from esm.testing.dynamodb_streams import TTL_IDENTITY, FakeDynamoDBStreamsClient
 from esm.testing.kinesis import FakeEventStream, FakeKinesisClient, FakeKinesisFanOutClient
+from esm.testing.queue import FakeQueueReader
 from esm.testing.sqs import FakeSqsClient
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "FakeEventStream",
     "FakeKinesisClient",
     "FakeKinesisFanOutClient",
+    "FakeQueueReader",
     "FakeSqsClient",
     "RecordingBackend",
     "Script",

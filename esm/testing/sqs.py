@@ -12,6 +12,16 @@ import anyio
 import anyio.lowlevel
 import orjson
 
+from esm.aws.sqs import (
+    BatchFailedEntry,
+    BatchResult,
+    BatchResultEntry,
+    GetQueueAttributesResult,
+    GetQueueUrlResult,
+    Message,
+    ReceiveMessageResult,
+    SqsClient,
+)
 from esm.testing._common import FakeClientError
 
 _SQS_MAX_VISIBILITY = 43_200
@@ -583,12 +593,12 @@ class FakeSqsClient:
         message: _FakeSqsMessage,
         system_names: list[str],
         attribute_names: list[str],
-    ) -> dict[str, Any]:
+    ) -> Message:
         from esm.events import md5_of_body, md5_of_message_attributes
 
-        answer: dict[str, Any] = {
+        answer: Message = {
             "MessageId": message.message_id,
-            "ReceiptHandle": message.receipt_handle,
+            "ReceiptHandle": message.receipt_handle or "",
             "MD5OfBody": md5_of_body(message.body),
             "Body": message.body,
         }
@@ -607,7 +617,7 @@ class FakeSqsClient:
         }
         if selected:
             answer["MD5OfMessageAttributes"] = md5_of_message_attributes(selected)
-            answer["MessageAttributes"] = selected
+            answer["MessageAttributes"] = selected  # type: ignore[typeddict-item]
         return answer
 
     @staticmethod
@@ -631,7 +641,7 @@ class FakeSqsClient:
                 )
 
     @staticmethod
-    def _failed(entry_id: Any, code: str, message: str, *, sender_fault: bool) -> dict[str, Any]:
+    def _failed(entry_id: Any, code: str, message: str, *, sender_fault: bool) -> BatchFailedEntry:
         return {"Id": entry_id, "SenderFault": sender_fault, "Code": code, "Message": message}
 
     # -- the client calls --------------------------------------------------------------------
@@ -688,7 +698,7 @@ class FakeSqsClient:
         queue.attributes.update(given)
         return {}
 
-    async def get_queue_url(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def get_queue_url(self, **kwargs: Any) -> GetQueueUrlResult:
         name = kwargs["QueueName"]
         self._start("GetQueueUrl", None)
         await anyio.lowlevel.checkpoint()
@@ -696,7 +706,7 @@ class FakeSqsClient:
         url = f"https://sqs.{self.region}.amazonaws.com/{self.account}/{name}"
         return {"QueueUrl": self._queue(url).url}
 
-    async def get_queue_attributes(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def get_queue_attributes(self, **kwargs: Any) -> GetQueueAttributesResult:
         url = kwargs["QueueUrl"]
         self._start("GetQueueAttributes", url)
         await anyio.lowlevel.checkpoint()
@@ -736,7 +746,7 @@ class FakeSqsClient:
         entries = list(kwargs.get("Entries") or [])
         self._check_batch(entries)
         successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
+        failed: list[BatchFailedEntry] = []
         for entry in entries:
             injected = self._entry_failure("SendMessageBatch")
             if injected is not None:
@@ -750,7 +760,7 @@ class FakeSqsClient:
         await self._notify()
         return {"Successful": successful, "Failed": failed}
 
-    async def receive_message(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def receive_message(self, **kwargs: Any) -> ReceiveMessageResult:
         url = kwargs["QueueUrl"]
         self._start("ReceiveMessage", url)
         await anyio.lowlevel.checkpoint()
@@ -803,7 +813,7 @@ class FakeSqsClient:
         self._delete(self._queue(url), kwargs["ReceiptHandle"])
         return {}
 
-    async def delete_message_batch(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def delete_message_batch(self, **kwargs: Any) -> BatchResult:
         return await self._batch(
             "DeleteMessageBatch",
             kwargs,
@@ -815,7 +825,7 @@ class FakeSqsClient:
         operation: str,
         kwargs: Mapping[str, Any],
         apply: Callable[[_FakeSqsQueue, Mapping[str, Any]], None],
-    ) -> Mapping[str, Any]:
+    ) -> BatchResult:
         """A batch call: each entry applied on its own, failures reported per entry."""
         url = kwargs["QueueUrl"]
         self._start(operation, url)
@@ -824,8 +834,8 @@ class FakeSqsClient:
         queue = self._queue(url)
         entries = list(kwargs.get("Entries") or [])
         self._check_batch(entries)
-        successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
+        successful: list[BatchResultEntry] = []
+        failed: list[BatchFailedEntry] = []
         for entry in entries:
             injected = self._entry_failure(operation)
             if injected is not None:
@@ -850,7 +860,7 @@ class FakeSqsClient:
         await self._notify()
         return {}
 
-    async def change_message_visibility_batch(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def change_message_visibility_batch(self, **kwargs: Any) -> BatchResult:
         return await self._batch(
             "ChangeMessageVisibilityBatch",
             kwargs,
@@ -858,3 +868,8 @@ class FakeSqsClient:
                 queue, entry["ReceiptHandle"], entry.get("VisibilityTimeout")
             ),
         )
+
+
+def _is_an_sqs_client(fake: FakeSqsClient) -> SqsClient:
+    """mypy checks here that the fake offers the calls esm makes, typed as the real ones."""
+    return fake

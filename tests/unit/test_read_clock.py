@@ -12,6 +12,7 @@ import pytest
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
+from esm.engine.queue import QueueEngine
 from esm.engine.retry import Backoff
 from esm.engine.stream_model import StreamSettings
 from esm.engine.streams import StreamEngine
@@ -25,7 +26,6 @@ from esm.sources.kinesis_efo import (
     KinesisFanOutAPI,
     parse_consumer_arn,
 )
-from esm.sources.sqs import QueueRunner, QueueSettings
 from esm.testing import (
     FakeClientError,
     FakeDynamoDBStreamsClient,
@@ -34,6 +34,7 @@ from esm.testing import (
     FakeSqsClient,
     RecordingBackend,
 )
+from tests.unit.queues import queue_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -309,18 +310,16 @@ async def make_queue(client: FakeSqsClient) -> str:
 
 def queue_runner(
     client: Any, backend: RecordingBackend, metrics: Metrics, clock: Clock
-) -> QueueRunner:
-    settings = QueueSettings(
-        mapping_id="m1",
+) -> QueueEngine:
+    return queue_engine(
+        client,
+        backend,
+        mapping="m1",
         queue_arn="arn:aws:sqs:us-east-1:000000000000:work",
-        region="us-east-1",
-        limits=BatchLimits(batch_size=10),
         max_concurrency=1,
-        wait_time_seconds=0,
-        backoff=FAST,
+        metrics=metrics,
+        clock=clock,
     )
-    deliverer = Deliverer(backend, TARGET, "m1", metrics, backoff=FAST)
-    return QueueRunner(client, settings, deliverer, metrics, clock=clock)
 
 
 async def test_queue_gauge_grows_while_receives_fail_and_an_empty_receive_resets_it() -> None:
@@ -374,7 +373,7 @@ async def test_queue_gauge_stays_zero_while_every_poller_is_delivering() -> None
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run)
             await wait_for(lambda: runner.in_flight == 1)
-            assert runner.active == 1, "the only poller is delivering"
+            assert runner.running == 1, "the only poller is delivering"
             clock.now += 600
             assert seconds_since_receive(metrics) == 0
             runner.stop()

@@ -14,13 +14,13 @@ from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.lanes import lane_of
+from esm.engine.queue import QueueEngine
 from esm.engine.retry import Backoff
 from esm.engine.stream_model import StreamSettings
 from esm.engine.streams import StreamEngine
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
-from esm.sources.sqs import QueueRunner, QueueSettings
 from esm.testing import (
     FakeKinesisClient,
     FakeSqsClient,
@@ -28,6 +28,7 @@ from esm.testing import (
     function_error,
     throttle,
 )
+from tests.unit.queues import queue_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -76,23 +77,21 @@ def queue_runner(
     window: float = 0.0,
     batch_size: int = 10,
     backoff: Backoff = FAST,
-) -> QueueRunner:
-    metrics = Metrics()
-    settings = QueueSettings(
-        mapping_id="m1",
+) -> QueueEngine:
+    return queue_engine(
+        client,
+        backend,
+        mapping="m1",
         queue_arn=QUEUE_ARN,
-        region="us-east-1",
-        limits=BatchLimits(batch_size=batch_size, window_seconds=window),
         max_concurrency=1,
-        wait_time_seconds=0,
+        batch_size=batch_size,
+        window=window,
+        delivery_backoff=backoff,
         shutdown_grace_seconds=GRACE,
-        backoff=FAST,
     )
-    deliverer = Deliverer(backend, TARGET, "m1", metrics, backoff=backoff)
-    return QueueRunner(client, settings, deliverer, metrics)
 
 
-async def stop_with_grace(runner: StreamEngine | QueueRunner, tg: Any) -> None:
+async def stop_with_grace(runner: StreamEngine | QueueEngine, tg: Any) -> None:
     """What the daemon does: stop reading, then cancel whatever runs past the grace period."""
     runner.stop()
     tg.cancel_scope.deadline = anyio.current_time() + GRACE

@@ -1,4 +1,4 @@
-"""The SQS runner against the stateful fake SQS: scaling, throttles, deletes that fail."""
+"""A queue mapping against the stateful fake SQS: scaling, throttles, deletes that fail."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ from typing import Any
 import anyio
 import pytest
 
-from esm.engine.batcher import BatchLimits
-from esm.engine.driver import Deliverer, FunctionTarget
-from esm.engine.retry import Backoff
+from esm.engine.queue import QueueEngine
 from esm.metrics import Metrics
-from esm.sources.sqs import QueueRunner, QueueSettings
 from esm.testing import FakeSqsClient, RecordingBackend, throttle
+from tests.unit.queues import queue_engine
 
 pytestmark = pytest.mark.anyio
-
-TARGET = FunctionTarget(
-    name="fn", arn="arn:aws:lambda:us-east-1:123456789012:function:fn", timeout=3
-)
 
 
 async def make_queue(client: FakeSqsClient, name: str = "work", **attributes: str) -> str:
@@ -35,31 +29,7 @@ async def fill(client: FakeSqsClient, url: str, count: int) -> None:
         await client.send_message_batch(QueueUrl=url, Entries=entries)
 
 
-def make_runner(
-    client: FakeSqsClient,
-    backend: RecordingBackend,
-    *,
-    name: str = "work",
-    max_concurrency: int = 1250,
-    metrics: Metrics | None = None,
-    **settings: Any,
-) -> QueueRunner:
-    metrics = metrics or Metrics()
-    queue_settings = QueueSettings(
-        mapping_id="m",
-        queue_arn=f"arn:aws:sqs:us-east-1:123456789012:{name}",
-        region="us-east-1",
-        limits=BatchLimits(batch_size=10),
-        max_concurrency=max_concurrency,
-        wait_time_seconds=0,
-        backoff=Backoff(0.01, 0.05),
-        **settings,
-    )
-    deliverer = Deliverer(backend, TARGET, "m", metrics, backoff=Backoff(0.01, 0.05))
-    return QueueRunner(client, queue_settings, deliverer, metrics)
-
-
-async def run_until(runner: QueueRunner, done: Callable[[], bool], seconds: float = 20) -> None:
+async def run_until(runner: QueueEngine, done: Callable[[], bool], seconds: float = 20) -> None:
     with anyio.fail_after(seconds):
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run)
@@ -73,7 +43,7 @@ async def test_pollers_grow_with_the_backlog_but_never_past_maximum_concurrency(
     url = await make_queue(client)
     await fill(client, url, 600)
     backend = RecordingBackend(delay=0.05)
-    runner = make_runner(client, backend, max_concurrency=8)
+    runner = queue_engine(client, backend, max_concurrency=8)
     targets: list[int] = []
 
     def done() -> bool:
@@ -99,7 +69,7 @@ async def test_a_throttling_function_halves_the_pollers_and_its_batch_is_retried
 
     backend = RecordingBackend(throttled_once)
     metrics = Metrics()
-    runner = make_runner(client, backend, max_concurrency=4, metrics=metrics)
+    runner = queue_engine(client, backend, max_concurrency=4, metrics=metrics)
     await run_until(runner, lambda: len(client.deleted(url)) >= 10)
     assert runner.target <= 2, "the throttle halved the target of four"
     assert backend.events[0] == backend.events[1], "the throttled batch was sent again"
@@ -113,7 +83,7 @@ async def test_delete_entries_failing_on_the_service_side_are_retried() -> None:
     client.fail_next_entries("DeleteMessageBatch", "InternalError", count=3)
     backend = RecordingBackend()
     metrics = Metrics()
-    runner = make_runner(client, backend, max_concurrency=2, metrics=metrics)
+    runner = queue_engine(client, backend, max_concurrency=2, metrics=metrics)
     await run_until(runner, lambda: len(client.deleted(url)) >= 10)
     assert len(backend.events) == 1
     assert metrics.deleted_events.labels("m")._value.get() == 10
@@ -131,7 +101,7 @@ async def test_failed_messages_get_the_failure_visibility() -> None:
         return None
 
     backend = RecordingBackend(fail_first)
-    runner = make_runner(
+    runner = queue_engine(
         client,
         backend,
         max_concurrency=2,
@@ -150,7 +120,7 @@ async def test_status_shows_the_queue_and_its_pollers() -> None:
     url = await make_queue(client, VisibilityTimeout="45")
     await fill(client, url, 5)
     backend = RecordingBackend()
-    runner = make_runner(client, backend, max_concurrency=3)
+    runner = queue_engine(client, backend, max_concurrency=3)
     await run_until(runner, lambda: len(client.deleted(url)) >= 5)
     status = runner.status()
     assert status["queue_url"] == url

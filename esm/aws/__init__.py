@@ -1,0 +1,1 @@
+"""The AWS edge: typed clients of the calls esm makes, and one error translator."""

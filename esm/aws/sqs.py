@@ -1,0 +1,109 @@
+"""The SQS calls esm makes, typed: a narrow client Protocol and the shapes of its answers.
+
+An aiobotocore SQS client satisfies `SqsClient`; so does `esm.testing.FakeSqsClient`. Only
+the parameters and answer fields esm uses are named: the rest of the API stays out of view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, TypedDict
+
+
+class GetQueueUrlResult(TypedDict):
+    QueueUrl: str
+
+
+class GetQueueAttributesResult(TypedDict, total=False):
+    Attributes: dict[str, str]
+
+
+class MessageAttributeValue(TypedDict, total=False):
+    DataType: str
+    StringValue: str
+    BinaryValue: bytes
+    StringListValues: list[str]
+    BinaryListValues: list[bytes]
+
+
+class _MessageRequired(TypedDict):
+    MessageId: str
+    ReceiptHandle: str
+    Body: str
+
+
+class Message(_MessageRequired, total=False):
+    """One received message, with every system and message attribute asked for."""
+
+    MD5OfBody: str
+    MD5OfMessageAttributes: str
+    Attributes: dict[str, str]
+    MessageAttributes: dict[str, MessageAttributeValue]
+
+
+class ReceiveMessageResult(TypedDict, total=False):
+    Messages: list[Message]
+    """Left out when no message was received."""
+
+
+class _EntryRequired(TypedDict):
+    Id: str
+    ReceiptHandle: str
+
+
+class BatchEntry(_EntryRequired, total=False):
+    """One entry of DeleteMessageBatch, or of ChangeMessageVisibilityBatch with its timeout."""
+
+    VisibilityTimeout: int
+
+
+class BatchResultEntry(TypedDict):
+    Id: str
+
+
+class _FailedEntryRequired(TypedDict):
+    Id: str
+    SenderFault: bool
+    Code: str
+
+
+class BatchFailedEntry(_FailedEntryRequired, total=False):
+    Message: str
+
+
+class BatchResult(TypedDict, total=False):
+    """A batch call's answer: each entry either succeeded or failed on its own."""
+
+    Successful: list[BatchResultEntry]
+    Failed: list[BatchFailedEntry]
+
+
+class SqsClient(Protocol):
+    """The five SQS calls esm makes. Each raises the client's exception on failure, which
+    `esm.sources._aws.translate_error` turns into esm's error tree."""
+
+    async def get_queue_url(
+        self, *, QueueName: str, QueueOwnerAWSAccountId: str
+    ) -> GetQueueUrlResult: ...
+
+    async def get_queue_attributes(
+        self, *, QueueUrl: str, AttributeNames: Sequence[str]
+    ) -> GetQueueAttributesResult: ...
+
+    async def receive_message(
+        self,
+        *,
+        QueueUrl: str,
+        MaxNumberOfMessages: int,
+        WaitTimeSeconds: int,
+        MessageSystemAttributeNames: Sequence[str],
+        MessageAttributeNames: Sequence[str],
+    ) -> ReceiveMessageResult: ...
+
+    async def delete_message_batch(
+        self, *, QueueUrl: str, Entries: Sequence[BatchEntry]
+    ) -> BatchResult: ...
+
+    async def change_message_visibility_batch(
+        self, *, QueueUrl: str, Entries: Sequence[BatchEntry]
+    ) -> BatchResult: ...
