@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from esm import config as config_module
+from esm.backends.http_plugin import HttpFunctionConfig
+from esm.backends.python_plugin import PythonFunctionConfig
 from esm.config import (
     EsmConfig,
-    HttpFunctionConfig,
     MappingConfig,
-    PythonFunctionConfig,
     describe_config,
     load_config,
     parse_config,
