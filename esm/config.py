@@ -1019,12 +1019,12 @@ def _state_type() -> Any:
 
 
 @functools.cache
-def _state_adapter_for(generation: int) -> TypeAdapter[Any]:
+def _state_adapter_for(stores: tuple[tuple[str, Any], ...]) -> TypeAdapter[Any]:
     return TypeAdapter(_state_type())
 
 
 def _state_adapter() -> TypeAdapter[Any]:
-    return _state_adapter_for(registry.CHECKPOINT_STORES.generation)
+    return _state_adapter_for(registry.CHECKPOINT_STORES.fingerprint())
 
 
 # Plugin settings are the registry's: the unions below are built from it (config_model()
@@ -1131,15 +1131,19 @@ class EsmConfig(_Model):
         return self
 
 
-_BUILT_FOR = (registry.FUNCTION_BACKENDS.generation, registry.CHECKPOINT_STORES.generation)
-_REBUILT: dict[tuple[int, int], type[EsmConfig]] = {}
+def _plugins_now() -> tuple[Any, ...]:
+    return (registry.FUNCTION_BACKENDS.fingerprint(), registry.CHECKPOINT_STORES.fingerprint())
+
+
+_BUILT_FOR = _plugins_now()
+_REBUILT: dict[tuple[Any, ...], type[EsmConfig]] = {}
 
 
 def config_model() -> type[EsmConfig]:
     """EsmConfig with the function types and checkpoint stores registered now: EsmConfig
     itself, unless plugins were registered since it was built (an installed package's
     entry point, a test's backend); then a subclass with the unions rebuilt."""
-    key = (registry.FUNCTION_BACKENDS.generation, registry.CHECKPOINT_STORES.generation)
+    key = _plugins_now()
     if key == _BUILT_FOR:
         return EsmConfig
     if key not in _REBUILT:
@@ -1588,9 +1592,9 @@ def describe_config(config: EsmConfig) -> str:
             f"{start}, {'enabled' if mapping.Enabled else 'disabled'}"
         )
     for name, function in config.functions.items():
-        target = function.target()
+        what = " ".join(part for part in (function.type, function.target()) if part)
         lines.append(
-            f"function {name}: {function.type} {target} "
+            f"function {name}: {what} "
             f"(timeout {function.timeout:g}s, memory {function.memory_size} MB)"
         )
     lines.append(f"state: {config.state.summary()}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import itertools
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -131,10 +130,6 @@ class Family(Generic[F]):
         self.kind = kind
         """What a name of this family is, in messages: "type", "backend"."""
         self._plugins: dict[str, Plugin[F]] = {}
-        self._generation = itertools.count()
-        self.generation = next(self._generation)
-        """Changes whenever a plugin is added or removed: models built from the family are
-        rebuilt when it does."""
         for plugin in plugins:
             self.register(plugin)
 
@@ -162,6 +157,11 @@ class Family(Generic[F]):
         known = ", ".join((*self.written_names(), *also))
         return f"unknown {self.kind} {show(name)}: must be one of {known}"
 
+    def fingerprint(self) -> tuple[tuple[str, str | type[BaseModel]], ...]:
+        """The names and settings registered now: models built from the family are built
+        again when it changes (and reused when it changes back)."""
+        return tuple((plugin.name, plugin.settings) for plugin in self._plugins.values())
+
     def plugins(self) -> tuple[Plugin[F], ...]:
         return tuple(self._plugins.values())
 
@@ -174,11 +174,9 @@ class Family(Generic[F]):
         if plugin.name in self._plugins:
             raise ValueError(f"{self.kind} {plugin.name!r} is already registered")
         self._plugins[plugin.name] = plugin
-        self.generation = next(self._generation)
 
     def unregister(self, name: str) -> None:
         del self._plugins[name]
-        self.generation = next(self._generation)
 
     @contextlib.contextmanager
     def registered(self, plugin: Plugin[F]) -> Iterator[Plugin[F]]:
