@@ -132,6 +132,8 @@ class Family(Generic[F]):
         self._plugins: dict[str, Plugin[F]] = {}
         for plugin in plugins:
             self.register(plugin)
+        self.built_in = self.names()
+        """The plugins esm itself ships (docs/configuration.md documents them)."""
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._plugins)

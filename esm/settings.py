@@ -198,22 +198,25 @@ class FunctionSettings(ConfigModel):
         3.0,
         gt=0,
         le=900,
-        description="Seconds, like a Lambda function's timeout (Lambda's default is 3).",
+        description="Like a Lambda function's timeout (Lambda's default is 3 s): an "
+        "invocation that takes longer is a function error.",
         json_schema_extra=unit("seconds"),
     )
     memory_size: int = Field(
         128,
         ge=128,
         le=10240,
-        description="Reported to the function as its memory limit, in MB.",
+        description="Reported to the function as its memory limit, as Lambda's context does.",
         json_schema_extra=unit("MB"),
     )
     max_concurrency: int | None = Field(
         None,
         ge=1,
         le=10000,
-        description="Invocations of this function at once, across every mapping (Lambda's "
-        "reserved concurrency); batches over the limit wait. Unset: no limit.",
+        description="Invocations of this function at once across every mapping that uses it "
+        "(Lambda's reserved concurrency); batches over the limit wait, counted in "
+        "esm_function_waiting_batches, instead of failing. SQS mappings of the function run "
+        "no more pollers than this. Unset: no limit.",
     )
 
     def target(self) -> str:

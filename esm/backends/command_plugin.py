@@ -29,12 +29,15 @@ class CommandFunctionConfig(FunctionSettings):
     type: Literal["command"]
     command: list[str] | str = Field(
         description="The program and its arguments; a string is split like a shell would "
-        "(no shell runs)."
+        "(no shell runs). The program must exist and be executable when esm starts and when "
+        "esm validate runs."
     )
     mode: Literal["per-batch", "persistent"] = Field(
         "per-batch",
-        description="per-batch: one process per invocation; persistent: long-lived workers "
-        "speaking newline-delimited JSON.",
+        description="per-batch: one process per invocation (event on stdin, answer on "
+        "stdout, a non-zero exit code is a function error, the process group is killed at the "
+        "timeout); persistent: long-lived workers speaking newline-delimited JSON, restarted "
+        "when they die.",
     )
     workers: int = Field(
         1, ge=1, le=1000, description="Persistent mode: worker processes (invocations at once)."

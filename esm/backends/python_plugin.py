@@ -30,8 +30,9 @@ class PythonFunctionConfig(FunctionSettings):
 
     type: Literal["python"]
     handler: str = Field(
-        description="package.module:function (dotted module, colon, dotted attribute); "
-        "imported when esm starts and by esm validate."
+        description="package.module:function (dotted module, colon, dotted attribute), "
+        "imported when esm starts and by esm validate. Lambda's module.function form is "
+        "refused with the colon form to write instead."
     )
 
     @field_validator("handler")

@@ -24,8 +24,10 @@ class RuntimeFunctionConfig(FunctionSettings):
     type: Literal["runtime"]
     listen: str = Field(
         "127.0.0.1:9001",
-        description="host:port (port 1 to 65535) where the Runtime API listens: the "
-        "AWS_LAMBDA_RUNTIME_API of the runtime clients.",
+        description="host:port (port 1 to 65535) where esm serves the Lambda Runtime API: "
+        "the AWS_LAMBDA_RUNTIME_API of the runtime clients (an AWS Lambda base image, or "
+        "python -m awslambdaric module.handler). Concurrency is the number of clients "
+        "waiting for work.",
     )
 
     @field_validator("listen")
