@@ -47,6 +47,7 @@ from esm.settings import (
     FunctionSettings,
     StateSettings,
     range_text,
+    unit,
 )
 from esm.settings import (
     config_problem as _fail,
@@ -197,9 +198,10 @@ class _Problems:
         return ConfigError(self.lines, self.omitted)
 
 
-def _check_range(value: float, low: float, high: float, unit: str = "") -> None:
+def _check_range(value: float, low: float, high: float, suffix: str = "") -> None:
+    # For ranges that depend on other settings (the source kind); a fixed range is a Field's.
     if not low <= value <= high:
-        raise _fail(f"{_show(value)} is out of range: must be between {low} and {high}{unit}")
+        raise _fail(f"{_show(value)} is out of range: must be between {low} and {high}{suffix}")
 
 
 def _context(info: ValidationInfo) -> Mapping[str, Any]:
@@ -461,16 +463,21 @@ class LogConfig(_Model):
 class DeliveryConfig(_Model):
     """esm's own pacing of retries (AWS publishes no numbers for mappings)."""
 
-    backoff_initial_seconds: float = 1.0
-    backoff_max_seconds: float = 300.0
-    shutdown_grace_seconds: float = 30.0
-
-    @field_validator("backoff_initial_seconds")
-    @classmethod
-    def _check_initial(cls, value: float) -> float:
-        if not 0 < value <= 300:
-            raise _fail(f"{_show(value)} is out of range: must be greater than 0 and at most 300")
-        return value
+    backoff_initial_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="The first pause after a throttle or system error; it doubles per retry.",
+    )
+    backoff_max_seconds: float = Field(
+        300.0, description="The longest pause; at least backoff_initial_seconds."
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How long in-flight batches may finish after SIGTERM.",
+    )
 
     @field_validator("backoff_max_seconds")
     @classmethod
@@ -483,77 +490,66 @@ class DeliveryConfig(_Model):
             )
         return value
 
-    @field_validator("shutdown_grace_seconds")
-    @classmethod
-    def _check_grace(cls, value: float) -> float:
-        _check_range(value, 0, 3600)
-        return value
-
 
 class PollingConfig(_Model):
-    interval_seconds: float = 1.0
-    """Pause between GetRecords calls on an idle shard."""
-    records_limit: int = 10000
-    """The Limit of each GetRecords call."""
-    shard_discovery_interval_seconds: float = 10.0
-    """Pause between ListShards calls that find new shards after a split or merge."""
-
-    @field_validator("shard_discovery_interval_seconds")
-    @classmethod
-    def _check_discovery(cls, value: float) -> float:
-        # ListShards allows 100 calls per second per account; once a second is plenty.
-        _check_range(value, 0.1, 3600)
-        return value
-
-    @field_validator("interval_seconds")
-    @classmethod
-    def _check_interval(cls, value: float) -> float:
+    interval_seconds: float = Field(
+        1.0,
+        ge=0.2,
+        le=60,
         # Kinesis allows 5 GetRecords per second per shard, shared by every consumer.
-        _check_range(value, 0.2, 60)
-        return value
-
-    @field_validator("records_limit")
-    @classmethod
-    def _check_limit(cls, value: int) -> int:
-        _check_range(value, 1, 10000)
-        return value
+        description="Pause between GetRecords calls on an idle shard.",
+    )
+    records_limit: int = Field(
+        10000, ge=1, le=10000, description="The Limit of each GetRecords call."
+    )
+    shard_discovery_interval_seconds: float = Field(
+        10.0,
+        # ListShards allows 100 calls per second per account; once a second is plenty.
+        ge=0.1,
+        le=3600,
+        description="Pause between ListShards calls that find new shards after a split or merge.",
+    )
 
 
 class SqsConfig(_Model):
     """How esm reads SQS queues, beyond what Lambda's mapping parameters say."""
 
-    wait_time_seconds: int = 20
-    """Long polling: how long each ReceiveMessage waits for messages (0 to 20)."""
-    extend_visibility: bool = True
-    """Extend a batch's visibility while the function processes it, so that a function slower
-    than the queue's visibility timeout never causes the same messages to be delivered twice."""
-    failure_visibility_timeout_seconds: int | None = None
-    """Visibility given to messages whose processing failed, spacing their retries; unset,
-    they reappear when their current visibility ends (the queue's timeout, as on Lambda)."""
-    release_on_shutdown: bool = True
-    """At shutdown, make messages received but not yet delivered visible again at once."""
-    backlog_sample_seconds: float = 30.0
-    """Seconds between samples of the queue's ApproximateNumberOfMessages (the backlog gauge)."""
-
-    @field_validator("wait_time_seconds")
-    @classmethod
-    def _check_wait(cls, value: int) -> int:
-        _check_range(value, 0, 20, " seconds")
-        return value
-
-    @field_validator("failure_visibility_timeout_seconds")
-    @classmethod
-    def _check_failure_visibility(cls, value: int | None) -> int | None:
-        if value is not None:
-            # SQS's own bounds for a visibility timeout: up to 12 hours.
-            _check_range(value, 0, 43200, " seconds")
-        return value
-
-    @field_validator("backlog_sample_seconds")
-    @classmethod
-    def _check_sample(cls, value: float) -> float:
-        _check_range(value, 1, 3600, " seconds")
-        return value
+    wait_time_seconds: int = Field(
+        20,
+        ge=0,
+        le=20,
+        description="Long polling: how long each ReceiveMessage waits for messages.",
+        json_schema_extra=unit("seconds"),
+    )
+    extend_visibility: bool = Field(
+        True,
+        description="Extend a batch's visibility while the function processes it, so that a "
+        "function slower than the queue's visibility timeout never causes the same messages "
+        "to be delivered twice.",
+    )
+    failure_visibility_timeout_seconds: int | None = Field(
+        None,
+        # SQS's own bounds for a visibility timeout: up to 12 hours.
+        ge=0,
+        le=43200,
+        description="Visibility given to messages whose processing failed, spacing their "
+        "retries; unset, they reappear when their current visibility ends (the queue's "
+        "timeout, as on Lambda).",
+        json_schema_extra=unit("seconds"),
+    )
+    release_on_shutdown: bool = Field(
+        True,
+        description="At shutdown, make messages received but not yet delivered visible again "
+        "at once.",
+    )
+    backlog_sample_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Seconds between samples of the queue's ApproximateNumberOfMessages (the "
+        "backlog gauge).",
+        json_schema_extra=unit("seconds"),
+    )
 
 
 # --------------------------------------------------------------------------- functions
