@@ -558,7 +558,8 @@ class SqsConfig(_Model):
 def _check_function_type(value: Any) -> Any:
     """Say plainly what is wrong with `type` before the tagged union does, tersely; a type
     that names a plain-factory backend plugin becomes a `plugin` function with that plugin."""
-    types_ = registry.FUNCTION_BACKENDS.written_names()
+    family = registry.FUNCTION_BACKENDS
+    types_ = family.written_names()
     if not isinstance(value, dict):
         raise _fail(f"must be a mapping with a type ({', '.join(types_)})")
     kind = value.get("type")
@@ -569,7 +570,11 @@ def _check_function_type(value: Any) -> Any:
     plugins = registry.backend_entry_points()
     if isinstance(kind, str) and kind in plugins:
         return {**value, "type": "plugin", "plugin": kind}
-    raise _fail(registry.FUNCTION_BACKENDS.unknown(kind, *sorted(plugins)))
+    # esm's own types in their order, then every other one by name, whether or not it has
+    # been loaded yet: the message is the same whatever ran before.
+    built_in = [name for name in family.built_in if name in types_]
+    others = sorted({*plugins, *types_} - set(built_in))
+    raise _fail(family.unknown(kind, known=[*built_in, *others]))
 
 
 def _check_function_key(name: str) -> str:
@@ -1143,7 +1148,8 @@ def config_model() -> type[EsmConfig]:
     if key == _BUILT_FOR:
         return EsmConfig
     if key not in _REBUILT:
-        _REBUILT.clear()  # only the registry's current state is ever asked for again
+        if len(_REBUILT) >= 8:  # registrations come and go in tests only: keep a few
+            del _REBUILT[next(iter(_REBUILT))]
         _REBUILT[key] = create_model(
             "EsmConfig",
             __base__=EsmConfig,
@@ -1363,7 +1369,8 @@ def _field_at(loc: tuple[str | int, ...]) -> FieldInfo | None:
 def _keys_of(model: type[BaseModel]) -> list[str]:
     # A model's own keys first, then the ones every model of its kind shares (a function's
     # timeout, memory_size, max_concurrency): what tells models apart reads first.
-    own = set(model.__annotations__)
+    # A rebuilt EsmConfig (config_model) declares only the plugin unions: read it as EsmConfig.
+    own = set((EsmConfig if issubclass(model, EsmConfig) else model).__annotations__)
     fields = sorted(model.model_fields.items(), key=lambda item: item[0] not in own)
     keys: list[str] = []
     for name, field in fields:

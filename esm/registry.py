@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -152,12 +152,13 @@ class Family(Generic[F]):
         except KeyError:
             raise UnknownPlugin([self.unknown(name)]) from None
 
-    def unknown(self, name: object, *also: str) -> str:
-        """The problem of a name that is not registered: what the known ones are."""
+    def unknown(self, name: object, known: Sequence[str] | None = None) -> str:
+        """The problem of a name that is not registered: what the known ones are (by default
+        the names a configuration may write)."""
         from esm.settings import show
 
-        known = ", ".join((*self.written_names(), *also))
-        return f"unknown {self.kind} {show(name)}: must be one of {known}"
+        listing = ", ".join(self.written_names() if known is None else known)
+        return f"unknown {self.kind} {show(name)}: must be one of {listing}"
 
     def fingerprint(self) -> tuple[tuple[str, str | type[BaseModel]], ...]:
         """The names and settings registered now: models built from the family are built
