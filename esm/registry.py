@@ -26,19 +26,27 @@ from esm.protocols import CheckpointStore, Destination, FunctionBackend
 
 if TYPE_CHECKING:
     from esm.metrics import Metrics
-    from esm.settings import FunctionSettings
+    from esm.settings import FunctionSettings, StateSettings
 
 __all__ = [
     "BACKEND_ENTRY_POINTS",
     "CHECKPOINT_STORES",
+    "DEFAULT_CHECKPOINT_STORE",
     "DESTINATIONS",
     "FUNCTION_BACKENDS",
     "BackendContext",
+    "BackendFactory",
+    "CheckpointStoreFactory",
     "DestinationContext",
+    "DestinationFactory",
     "Family",
     "Plugin",
     "StartableBackend",
     "UnknownPlugin",
+    "backend_entry_points",
+    "build_backend",
+    "build_checkpoint_store",
+    "build_destination",
     "discover_backend",
 ]
 
@@ -303,17 +311,15 @@ async def build_backend(context: BackendContext, settings: FunctionSettings) -> 
 
 async def build_destination(context: DestinationContext, arn: str) -> Destination:
     """The on-failure destination of `arn`, by its service."""
-    plugin = DESTINATIONS.get(arn.split(":", 3)[2] if arn.count(":") >= 3 else arn)
+    # arn:PARTITION:SERVICE:...; the configuration has checked the ARN's form.
+    plugin = DESTINATIONS.get(arn.split(":")[2] if arn.count(":") >= 5 else arn)
     settings = plugin.settings_model().model_validate({"arn": arn})
     return await plugin.load_factory()(context, settings)
 
 
-def build_checkpoint_store(settings: BaseModel) -> CheckpointStore:
+def build_checkpoint_store(settings: StateSettings) -> CheckpointStore:
     """The checkpoint store of the `state` section, by its backend."""
-    backend = getattr(settings, "backend", None)
-    if not isinstance(backend, str):
-        raise UnknownPlugin([f"state.backend: {backend!r} is not a backend name"])
-    return CHECKPOINT_STORES.get(backend).load_factory()(settings)
+    return CHECKPOINT_STORES.get(settings.backend).load_factory()(settings)
 
 
 # --------------------------------------------------------------------------- entry points
