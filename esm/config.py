@@ -569,7 +569,7 @@ def _check_function_type(value: Any) -> Any:
         return value
     plugins = registry.backend_entry_points()
     if isinstance(kind, str) and kind in plugins:
-        return {**value, "type": "plugin", "plugin": kind}
+        return registry.as_plain_factory_function(value, kind)
     # esm's own types in their order, then every other one by name, whether or not it has
     # been loaded yet: the message is the same whatever ran before.
     built_in = [name for name in family.built_in if name in types_]

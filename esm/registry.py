@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_CHECKPOINT_STORE",
     "DESTINATIONS",
     "FUNCTION_BACKENDS",
+    "PLAIN_FACTORY_TYPE",
     "BackendContext",
     "BackendFactory",
     "CheckpointStoreFactory",
@@ -43,6 +44,7 @@ __all__ = [
     "Plugin",
     "StartableBackend",
     "UnknownPlugin",
+    "as_plain_factory_function",
     "backend_entry_points",
     "build_backend",
     "build_checkpoint_store",
@@ -201,6 +203,10 @@ class Family(Generic[F]):
 
 # --------------------------------------------------------------------------- built-ins
 
+PLAIN_FACTORY_TYPE = "plugin"
+"""The registered type of functions whose backend is a plain-factory entry point."""
+
+
 FUNCTION_BACKENDS: Family[BackendFactory] = Family(
     "type",
     [
@@ -241,7 +247,7 @@ FUNCTION_BACKENDS: Family[BackendFactory] = Family(
             "one of several functions, chosen by weight",
         ),
         Plugin(
-            "plugin",
+            PLAIN_FACTORY_TYPE,
             "esm.backends.plugins:PluginFunctionConfig",
             "esm.backends.plugins:create",
             "a backend from another package, by its entry point's name (`options:` holds "
@@ -328,6 +334,12 @@ def build_checkpoint_store(settings: StateSettings) -> CheckpointStore:
 def backend_entry_points() -> dict[str, Any]:
     """Entry points registered under `esm.backends`, by name (not loaded)."""
     return {ep.name: ep for ep in entry_points(group=BACKEND_ENTRY_POINTS)}
+
+
+def as_plain_factory_function(settings: dict[str, Any], entry_point: str) -> dict[str, Any]:
+    """A function's settings whose `type` names a plain-factory entry point, as the settings
+    of the type that runs such factories (esm.backends.plugins)."""
+    return {**settings, "type": PLAIN_FACTORY_TYPE, "plugin": entry_point}
 
 
 def discover_backend(name: str) -> bool:
