@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import difflib
 import functools
-import ipaddress
 import math
 import os
 import re
-import reprlib
-import shlex
 import time
 import types
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args, get_origin
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -26,18 +21,46 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.fields import FieldInfo
 
+from esm import registry
 from esm.errors import ConfigError
 from esm.filter import compile_filters
 from esm.redact import redact
+from esm.settings import (
+    ACCOUNT as _ACCOUNT,
+)
+from esm.settings import (
+    REGION as _REGION,
+)
+from esm.settings import (
+    ConfigModel,
+    DestinationSettings,
+    FunctionSettings,
+    StateSettings,
+    range_text,
+    unit,
+)
+from esm.settings import (
+    config_problem as _fail,
+)
+from esm.settings import (
+    host_problem as _host_problem,
+)
+from esm.settings import (
+    show as _show,
+)
+from esm.settings import (
+    url_problem as _url_problem,
+)
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -47,7 +70,6 @@ __all__ = [
     "DeliveryConfig",
     "EsmConfig",
     "FunctionConfig",
-    "HttpFunctionConfig",
     "LogConfig",
     "MappingConfig",
     "MappingDestinationConfig",
@@ -57,12 +79,12 @@ __all__ = [
     "MappingScalingConfig",
     "OnFailureDestination",
     "PollingConfig",
-    "PythonFunctionConfig",
     "SourceArn",
     "SourceKind",
     "SqsConfig",
     "StartingPositionType",
     "StateConfig",
+    "config_model",
     "describe_config",
     "load_config",
     "parse_config",
@@ -73,7 +95,6 @@ SourceKind = Literal["kinesis", "dynamodb", "sqs"]
 StartingPositionType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 
 AWS_SERVICES = ("kinesis", "dynamodb", "dynamodbstreams", "sqs", "sns", "s3", "lambda", "sts")
-FUNCTION_TYPES = ("http", "python", "command", "lambda", "runtime", "weighted")
 
 # AWS defaults per source (CreateEventSourceMapping).
 DEFAULT_BATCH_SIZE: dict[SourceKind, int] = {"kinesis": 100, "dynamodb": 100, "sqs": 10}
@@ -122,16 +143,12 @@ _ARN = re.compile(
     r"arn:(?P<partition>aws[a-zA-Z0-9-]*):(?P<service>[a-zA-Z0-9-]+):"
     r"(?P<region>[^:]*):(?P<account>[^:]*):(?P<resource>.+)"
 )
-_REGION = re.compile(r"(?:eusc-)?[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d")
-_ACCOUNT = re.compile(r"\d{12}")
 _KINESIS_RESOURCE = re.compile(
     r"stream/(?P<name>[a-zA-Z0-9_.-]{1,128})"
     r"(?:/consumer/(?P<consumer>[a-zA-Z0-9_.-]{1,128}):(?P<epoch>\d+))?"
 )
 _DYNAMODB_RESOURCE = re.compile(r"table/(?P<name>[a-zA-Z0-9_.-]{3,255})/stream/(?P<label>[^/]+)")
 _SQS_RESOURCE = re.compile(r"(?P<name>[a-zA-Z0-9_-]{1,75}(?:\.fifo)?|[a-zA-Z0-9_-]{76,80})")
-_SNS_RESOURCE = re.compile(r"[a-zA-Z0-9_-]{1,256}(?:\.fifo)?")
-_S3_RESOURCE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # A mapping's `name`: a Prometheus label value, a log field and an HTTP header value.
 _MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -139,13 +156,6 @@ _LAMBDA_ARN = re.compile(
     r"arn:aws[a-zA-Z0-9-]*:lambda:(?P<region>[^:]+):(?P<account>\d{12}):function:"
     r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?"
 )
-_PYTHON_HANDLER = re.compile(
-    r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-)
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Underscores are not in the RFCs, but container runtimes resolve names that have them.
-_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-
 # Fixed forever: mapping ids name checkpoints, so changing it would restart every stream.
 _MAPPING_ID_NAMESPACE = uuid.UUID("8b0f4d52-6f0e-4a43-9d8e-3c1f5a7e2b90")
 
@@ -188,64 +198,10 @@ class _Problems:
         return ConfigError(self.lines, self.omitted)
 
 
-def _fail(*lines: str) -> PydanticCustomError:
-    """A validation error whose lines become separate problems."""
-    return PydanticCustomError("esm_config", "{message}", {"message": "\n".join(lines)})
-
-
-class _ShortRepr(reprlib.Repr):
-    """repr() that stops early: a value can be huge or deeply nested (YAML aliases make both
-    cheap to write), and only its first 120 characters are shown."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 4
-        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 8
-        self.maxstring = self.maxother = 400
-
-    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
-        # In the order the user wrote the keys (reprlib sorts them).
-        if not x:
-            return "{}"
-        if level <= 0:
-            return "{...}"
-        items = [
-            f"{self.repr1(key, level - 1)}: {self.repr1(value, level - 1)}"
-            for key, value in list(x.items())[: self.maxdict]
-        ]
-        if len(x) > self.maxdict:
-            items.append("...")
-        return "{" + ", ".join(items) + "}"
-
-
-_REPR = _ShortRepr()
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it in YAML, short and on one line."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif value is None:
-        text = "null"
-    elif isinstance(value, float) and value.is_integer():
-        # Strict floats still take YAML integers; show 5 as the user wrote it, not 5.0.
-        text = str(int(value))
-    else:
-        text = _REPR.repr(value)
-    text = redact(text)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _check_range(value: float, low: float, high: float, unit: str = "") -> None:
+def _check_range(value: float, low: float, high: float, suffix: str = "") -> None:
+    # For ranges that depend on other settings (the source kind); a fixed range is a Field's.
     if not low <= value <= high:
-        raise _fail(f"{_show(value)} is out of range: must be between {low} and {high}{unit}")
-
-
-def _url_problem(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return f"{_show(value)} is not an http:// or https:// URL"
-    return None
+        raise _fail(f"{_show(value)} is out of range: must be between {low} and {high}{suffix}")
 
 
 def _context(info: ValidationInfo) -> Mapping[str, Any]:
@@ -355,44 +311,27 @@ def _function_key(function_name: str) -> str:
 
 
 def _destination_problem(arn: str) -> str | None:
-    """Why `arn` cannot be an on-failure destination, or None when it can."""
-    expected = (
-        "must be the ARN of an SQS queue (arn:aws:sqs:REGION:ACCOUNT:QUEUE), "
-        "an SNS topic (arn:aws:sns:REGION:ACCOUNT:TOPIC) or an S3 bucket (arn:aws:s3:::BUCKET)"
-    )
+    """Why `arn` cannot be an on-failure destination, or None when it can; each kind of
+    destination (esm.registry.DESTINATIONS) says which ARNs of its service it takes."""
+    models = {
+        plugin.name: cast(type[DestinationSettings], plugin.settings_model())
+        for plugin in registry.DESTINATIONS.plugins()
+    }
+    forms = [model.arn_form for model in models.values()]
+    expected = "must be the ARN of " + ", ".join(forms[:-1]) + " or " + forms[-1]
     if len(arn) > 350:
         return f"{_show(arn)} is too long: at most 350 characters"
     match = _ARN.fullmatch(arn)
-    if match is None:
+    if match is None or match["service"] not in models:
         return f"{_show(arn)} {expected}"
-    service, resource = match["service"], match["resource"]
-    if service == "s3":
-        if match["region"] or match["account"] or not _S3_RESOURCE.fullmatch(resource):
-            return f"{_show(arn)} is not an S3 bucket ARN: expected arn:aws:s3:::BUCKET"
-        return None
-    if service not in ("sqs", "sns"):
-        return f"{_show(arn)} {expected}"
-    if not _REGION.fullmatch(match["region"]) or not _ACCOUNT.fullmatch(match["account"]):
-        return f"{_show(arn)} needs a region and a 12-digit account id"
-    pattern = _SQS_RESOURCE if service == "sqs" else _SNS_RESOURCE
-    if not pattern.fullmatch(resource):
-        return f"{_show(arn)} has an invalid {service.upper()} name {resource!r}"
-    if resource.endswith(".fifo"):
-        # AWS accepts these at creation, then every delivery fails; say so up front.
-        kind = "queue" if service == "sqs" else "topic"
-        return (
-            f"{_show(arn)} is a FIFO {kind}: on-failure destinations must be standard "
-            "queues or topics"
-        )
-    return None
+    model = models[match["service"]]
+    return model.arn_problem(arn, match["region"], match["account"], match["resource"])
 
 
 # --------------------------------------------------------------------------- sections
 
 
-class _Model(BaseModel):
-    # strict: YAML already gives real types, so "yes", "10" or 1.5 must not pass as bool/int.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+_Model = ConfigModel
 
 
 class AwsConfig(_Model):
@@ -454,18 +393,21 @@ class AwsConfig(_Model):
         return self.endpoints.get(service, self.endpoint_url)
 
 
-class StateConfig(_Model):
-    """Where checkpoints are kept."""
-
-    backend: Literal["sqlite", "memory"] = "sqlite"
-    path: str = "esm-state.db"
-
-    @field_validator("path")
-    @classmethod
-    def _check_path(cls, value: str) -> str:
-        if not value.strip():
-            raise _fail("must not be empty")
+def _state_backend(value: Any) -> Any:
+    """`state` names its store by `backend` (sqlite when it names none); an unknown one is
+    one problem naming the known ones, before the tagged union says it tersely."""
+    if not isinstance(value, dict):
         return value
+    backend = value.get("backend", registry.DEFAULT_CHECKPOINT_STORE)
+    stores = registry.CHECKPOINT_STORES
+    if backend not in stores.written_names():
+        known = " or ".join(repr(name) for name in stores.written_names())
+        raise _fail(f"must be {known}, got {_show(backend)}", at="backend")
+    return {**value, "backend": backend}
+
+
+def _default_state() -> StateSettings:
+    return cast(StateSettings, _state_adapter().validate_python({}))
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -475,27 +417,6 @@ def _split_listen(listen: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-def _host_problem(host: str) -> str | None:
-    """Why `host` is neither an IP address nor a host name, or None when it is one."""
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return f"{host!r} is not an IPv6 address"
-        return None
-    if all(part.isdigit() for part in host.split(".")):
-        # All digits and dots: only an IPv4 address can look like that (no TLD is numeric).
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return f"{host!r} is not an IPv4 address"
-        return None
-    labels = host.removesuffix(".").split(".")
-    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
-        return f"{host!r} is not a host name or IP address"
-    return None
 
 
 class AdminConfig(_Model):
@@ -542,16 +463,21 @@ class LogConfig(_Model):
 class DeliveryConfig(_Model):
     """esm's own pacing of retries (AWS publishes no numbers for mappings)."""
 
-    backoff_initial_seconds: float = 1.0
-    backoff_max_seconds: float = 300.0
-    shutdown_grace_seconds: float = 30.0
-
-    @field_validator("backoff_initial_seconds")
-    @classmethod
-    def _check_initial(cls, value: float) -> float:
-        if not 0 < value <= 300:
-            raise _fail(f"{_show(value)} is out of range: must be greater than 0 and at most 300")
-        return value
+    backoff_initial_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="The first pause after a throttle or system error; it doubles per retry.",
+    )
+    backoff_max_seconds: float = Field(
+        300.0, description="The longest pause; at least backoff_initial_seconds."
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How long in-flight batches may finish after SIGTERM.",
+    )
 
     @field_validator("backoff_max_seconds")
     @classmethod
@@ -564,395 +490,91 @@ class DeliveryConfig(_Model):
             )
         return value
 
-    @field_validator("shutdown_grace_seconds")
-    @classmethod
-    def _check_grace(cls, value: float) -> float:
-        _check_range(value, 0, 3600)
-        return value
-
 
 class PollingConfig(_Model):
-    interval_seconds: float = 1.0
-    """Pause between GetRecords calls on an idle shard."""
-    records_limit: int = 10000
-    """The Limit of each GetRecords call."""
-    shard_discovery_interval_seconds: float = 10.0
-    """Pause between ListShards calls that find new shards after a split or merge."""
-
-    @field_validator("shard_discovery_interval_seconds")
-    @classmethod
-    def _check_discovery(cls, value: float) -> float:
-        # ListShards allows 100 calls per second per account; once a second is plenty.
-        _check_range(value, 0.1, 3600)
-        return value
-
-    @field_validator("interval_seconds")
-    @classmethod
-    def _check_interval(cls, value: float) -> float:
+    interval_seconds: float = Field(
+        1.0,
+        ge=0.2,
+        le=60,
         # Kinesis allows 5 GetRecords per second per shard, shared by every consumer.
-        _check_range(value, 0.2, 60)
-        return value
-
-    @field_validator("records_limit")
-    @classmethod
-    def _check_limit(cls, value: int) -> int:
-        _check_range(value, 1, 10000)
-        return value
+        description="Pause between GetRecords calls on an idle shard.",
+    )
+    records_limit: int = Field(
+        10000, ge=1, le=10000, description="The Limit of each GetRecords call."
+    )
+    shard_discovery_interval_seconds: float = Field(
+        10.0,
+        # ListShards allows 100 calls per second per account; once a second is plenty.
+        ge=0.1,
+        le=3600,
+        description="Pause between ListShards calls that find new shards after a split or merge.",
+    )
 
 
 class SqsConfig(_Model):
     """How esm reads SQS queues, beyond what Lambda's mapping parameters say."""
 
-    wait_time_seconds: int = 20
-    """Long polling: how long each ReceiveMessage waits for messages (0 to 20)."""
-    extend_visibility: bool = True
-    """Extend a batch's visibility while the function processes it, so that a function slower
-    than the queue's visibility timeout never causes the same messages to be delivered twice."""
-    failure_visibility_timeout_seconds: int | None = None
-    """Visibility given to messages whose processing failed, spacing their retries; unset,
-    they reappear when their current visibility ends (the queue's timeout, as on Lambda)."""
-    release_on_shutdown: bool = True
-    """At shutdown, make messages received but not yet delivered visible again at once."""
-    backlog_sample_seconds: float = 30.0
-    """Seconds between samples of the queue's ApproximateNumberOfMessages (the backlog gauge)."""
-
-    @field_validator("wait_time_seconds")
-    @classmethod
-    def _check_wait(cls, value: int) -> int:
-        _check_range(value, 0, 20, " seconds")
-        return value
-
-    @field_validator("failure_visibility_timeout_seconds")
-    @classmethod
-    def _check_failure_visibility(cls, value: int | None) -> int | None:
-        if value is not None:
-            # SQS's own bounds for a visibility timeout: up to 12 hours.
-            _check_range(value, 0, 43200, " seconds")
-        return value
-
-    @field_validator("backlog_sample_seconds")
-    @classmethod
-    def _check_sample(cls, value: float) -> float:
-        _check_range(value, 1, 3600, " seconds")
-        return value
+    wait_time_seconds: int = Field(
+        20,
+        ge=0,
+        le=20,
+        description="Long polling: how long each ReceiveMessage waits for messages.",
+        json_schema_extra=unit("seconds"),
+    )
+    extend_visibility: bool = Field(
+        True,
+        description="Extend a batch's visibility while the function processes it, so that a "
+        "function slower than the queue's visibility timeout never causes the same messages "
+        "to be delivered twice.",
+    )
+    failure_visibility_timeout_seconds: int | None = Field(
+        None,
+        # SQS's own bounds for a visibility timeout: up to 12 hours.
+        ge=0,
+        le=43200,
+        description="Visibility given to messages whose processing failed, spacing their "
+        "retries; unset, they reappear when their current visibility ends (the queue's "
+        "timeout, as on Lambda).",
+        json_schema_extra=unit("seconds"),
+    )
+    release_on_shutdown: bool = Field(
+        True,
+        description="At shutdown, make messages received but not yet delivered visible again "
+        "at once.",
+    )
+    backlog_sample_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Seconds between samples of the queue's ApproximateNumberOfMessages (the "
+        "backlog gauge).",
+        json_schema_extra=unit("seconds"),
+    )
 
 
 # --------------------------------------------------------------------------- functions
 
 
-class _FunctionBase(_Model):
-    """What every function has, whatever runs it."""
-
-    timeout: float = 3.0
-    """Seconds, like a Lambda function's timeout (Lambda's default is 3)."""
-    memory_size: int = 128
-    """Reported to the function as its memory limit, in MB."""
-    max_concurrency: int | None = None
-    """Invocations of this function at once, across every mapping (Lambda's reserved
-    concurrency); batches over the limit wait. Unset: no limit."""
-
-    @field_validator("timeout")
-    @classmethod
-    def _check_timeout(cls, value: float) -> float:
-        if not 0 < value <= 900:
-            raise _fail(
-                f"{_show(value)} is out of range: must be greater than 0 and at most 900 seconds"
-            )
-        return value
-
-    @field_validator("memory_size")
-    @classmethod
-    def _check_memory(cls, value: int) -> int:
-        _check_range(value, 128, 10240, " MB")
-        return value
-
-    @field_validator("max_concurrency")
-    @classmethod
-    def _check_concurrency(cls, value: int | None) -> int | None:
-        if value is not None:
-            _check_range(value, 1, 10000)
-        return value
-
-
-class HeaderSourceConfig(_Model):
-    """A header value read from the environment or a (mounted secret) file."""
-
-    env: str | None = None
-    file: str | None = None
-    prefix: str = ""
-    """Written before the value, e.g. "Bearer "."""
-
-    @model_validator(mode="after")
-    def _one_source(self) -> HeaderSourceConfig:
-        if (self.env is None) == (self.file is None):
-            raise _fail("give exactly one of env or file")
-        return self
-
-
-class TlsConfig(_Model):
-    """TLS towards an https:// function endpoint."""
-
-    ca_bundle: str | None = None
-    """PEM file of the certificate authorities that sign the endpoint's certificate."""
-    client_cert: str | None = None
-    """PEM client certificate, for endpoints that require mutual TLS (with client_key)."""
-    client_key: str | None = None
-    verify: bool = True
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsConfig:
-        if (self.client_cert is None) != (self.client_key is None):
-            raise _fail("client_cert and client_key go together")
-        return self
-
-
-class HttpFunctionConfig(_FunctionBase):
-    """A function reached over HTTP: the event is POSTed to `url`."""
-
-    type: Literal["http"]
-    url: str
-    headers: dict[str, str | HeaderSourceConfig] = Field(default_factory=dict)
-    """Request headers: a value, or where to read it ({env: VAR} or {file: /path}), so that
-    secrets stay out of the file; values are never logged."""
-    tls: TlsConfig = Field(default_factory=lambda: TlsConfig())
-    max_connections: int = 100
-    """Connections kept open to the endpoint (keep-alive pool)."""
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _header_forms(cls, value: Any) -> Any:
-        # One clear message rather than one per member of the union.
-        if isinstance(value, dict):
-            bad = [k for k, v in value.items() if not isinstance(v, str | dict)]
-            if bad:
-                raise _fail(
-                    f"{', '.join(map(str, bad))}: a header value is a string, "
-                    "{env: VARIABLE} or {file: /path}"
-                )
-        return value
-
-    @field_validator("max_connections")
-    @classmethod
-    def _check_connections(cls, value: int) -> int:
-        _check_range(value, 1, 10000)
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        if problem := _url_problem(value):
-            raise _fail(problem)
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _check_headers(
-        cls, value: dict[str, str | HeaderSourceConfig]
-    ) -> dict[str, str | HeaderSourceConfig]:
-        problems = [
-            f"{_show(name)} is not a valid header name"
-            for name in value
-            if not _HEADER_NAME.fullmatch(name)
-        ]
-        problems += [
-            f"{name}: the value must be on one line"
-            for name, text in value.items()
-            if isinstance(text, str) and ("\n" in text or "\r" in text)
-        ]
-        if problems:
-            raise _fail(*problems)
-        return value
-
-    @model_validator(mode="after")
-    def _one_authorization(self) -> HttpFunctionConfig:
-        # aiohttp turns credentials in the url into an Authorization header, and refuses
-        # every request that would carry two.
-        if "@" in urlsplit(self.url).netloc and any(
-            name.lower() == "authorization" for name in self.headers
-        ):
-            raise _fail(
-                "url has credentials (user:password@) and headers has an Authorization "
-                "header: give only one of them"
-            )
-        return self
-
-
-class PythonFunctionConfig(_FunctionBase):
-    """A Python handler run in-process: `handler(event, context)`, sync or async."""
-
-    type: Literal["python"]
-    handler: str
-
-    @field_validator("handler")
-    @classmethod
-    def _check_handler(cls, value: str) -> str:
-        if not _PYTHON_HANDLER.fullmatch(value):
-            hint = ""
-            if "." in value and ":" not in value:
-                module, _, function = value.rpartition(".")
-                hint = f" (for Lambda's module.function form write {module}:{function})"
-            raise _fail(f"{_show(value)} must look like package.module:function{hint}")
-        return value
-
-
-class CommandFunctionConfig(_FunctionBase):
-    """A command in any language: the event on stdin, the answer on stdout (per batch), or a
-    pool of long-lived workers speaking newline-delimited JSON (persistent)."""
-
-    type: Literal["command"]
-    command: list[str] | str
-    """The program and its arguments; a string is split like a shell would (no shell runs)."""
-    mode: Literal["per-batch", "persistent"] = "per-batch"
-    workers: int = 1
-    """Persistent mode: worker processes, that is invocations at once."""
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
-
-    @field_validator("workers")
-    @classmethod
-    def _check_workers(cls, value: int) -> int:
-        _check_range(value, 1, 1000)
-        return value
-
-    @property
-    def argv(self) -> list[str]:
-        return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
-
-    @model_validator(mode="after")
-    def _check_command(self) -> CommandFunctionConfig:
-        if not self.argv:
-            raise _fail("command: give the program to run")
-        return self
-
-
-class LambdaFunctionConfig(_FunctionBase):
-    """A real Lambda function (or anything speaking the Lambda Invoke API, like LocalStack)."""
-
-    type: Literal["lambda"]
-    function_name: str | None = None
-    """The Lambda function: a name, `name:alias`, or an ARN; the key under `functions` if unset."""
-    qualifier: str | None = None
-    """A version or alias."""
-    region: str | None = None
-    """Where the function is; the mapping's region if unset (an ARN names its own)."""
-    timeout: float = 900.0
-    """How long esm waits for the Invoke call; Lambda enforces the function's own timeout."""
-
-
-class RuntimeFunctionConfig(_FunctionBase):
-    """esm serves the Lambda Runtime API; an unmodified Lambda runtime pulls invocations."""
-
-    type: Literal["runtime"]
-    listen: str = "127.0.0.1:9001"
-    """Where the Runtime API listens (AWS_LAMBDA_RUNTIME_API of the runtime clients)."""
-
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise _fail(f"{_show(value)} must be host:port")
-        if problem := _host_problem(host.removeprefix("[").removesuffix("]")):
-            raise _fail(f"{_show(value)}: {problem}")
-        return value
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
-
-
-class WeightedTarget(_Model):
-    function: str
-    weight: float
-
-    @field_validator("weight")
-    @classmethod
-    def _check_weight(cls, value: float) -> float:
-        if not value > 0:
-            raise _fail(f"{_show(value)} must be greater than 0")
-        return value
-
-
-class WeightedFunctionConfig(_FunctionBase):
-    """Like a Lambda alias with weights: each batch goes to one target function, at random
-    by weight (canary releases)."""
-
-    type: Literal["weighted"]
-    targets: list[WeightedTarget]
-    timeout: float = 900.0
-    """Unused: each target applies its own."""
-
-    @field_validator("targets")
-    @classmethod
-    def _check_targets(cls, value: list[WeightedTarget]) -> list[WeightedTarget]:
-        if len(value) < 2:
-            raise _fail("give at least two targets")
-        return value
-
-
-class PluginFunctionConfig(_FunctionBase):
-    """A backend from another package, registered under the entry-point group esm.backends."""
-
-    type: Literal["plugin"]
-    plugin: str
-    """The entry point's name: what the configuration wrote as `type`."""
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-FunctionConfig = Annotated[
-    HttpFunctionConfig
-    | PythonFunctionConfig
-    | CommandFunctionConfig
-    | LambdaFunctionConfig
-    | RuntimeFunctionConfig
-    | WeightedFunctionConfig
-    | PluginFunctionConfig,
-    Field(discriminator="type"),
-]
-
-
-def _function_target(function: FunctionConfig) -> str:
-    """What a function runs, in a few words, for `esm validate`."""
-    if isinstance(function, HttpFunctionConfig):
-        return redact(function.url)
-    if isinstance(function, PythonFunctionConfig):
-        return function.handler
-    if isinstance(function, CommandFunctionConfig):
-        return f"{shlex.join(function.argv)} ({function.mode})"
-    if isinstance(function, LambdaFunctionConfig):
-        return function.function_name or "(the function's key)"
-    if isinstance(function, RuntimeFunctionConfig):
-        return f"Runtime API on {function.listen}"
-    if isinstance(function, WeightedFunctionConfig):
-        return ", ".join(f"{t.function} {t.weight:g}" for t in function.targets)
-    return f"plugin {function.plugin}"
-
-
-def backend_plugins() -> dict[str, Any]:
-    """Entry points registered under `esm.backends`, by name."""
-    return {ep.name: ep for ep in entry_points(group="esm.backends")}
-
-
 def _check_function_type(value: Any) -> Any:
     """Say plainly what is wrong with `type` before the tagged union does, tersely; a type
-    that names a backend plugin becomes a plugin function with that plugin."""
+    that names a plain-factory backend plugin becomes a `plugin` function with that plugin."""
+    family = registry.FUNCTION_BACKENDS
+    types_ = family.written_names()
     if not isinstance(value, dict):
-        raise _fail(f"must be a mapping with a type ({', '.join(FUNCTION_TYPES)})")
+        raise _fail(f"must be a mapping with a type ({', '.join(types_)})")
     kind = value.get("type")
     if kind is None:
-        raise _fail(f"type is required: one of {', '.join(FUNCTION_TYPES)}")
-    if kind in FUNCTION_TYPES:
+        raise _fail(f"type is required: one of {', '.join(types_)}")
+    if kind in types_:
         return value
-    plugins = backend_plugins()
+    plugins = registry.backend_entry_points()
     if isinstance(kind, str) and kind in plugins:
-        return {**value, "type": "plugin", "plugin": kind}
-    known = [*FUNCTION_TYPES, *sorted(plugins)]
-    raise _fail(f"unknown type {_show(kind)}: must be one of {', '.join(known)}")
-    return value
+        return registry.as_plain_factory_function(value, kind)
+    # esm's own types in their order, then every other one by name, whether or not it has
+    # been loaded yet: the message is the same whatever ran before.
+    built_in = [name for name in family.built_in if name in types_]
+    others = sorted({*plugins, *types_} - set(built_in))
+    raise _fail(family.unknown(kind, known=[*built_in, *others]))
 
 
 def _check_function_key(name: str) -> str:
@@ -1373,20 +995,63 @@ class MappingConfig(_Model):
 _SECTIONS = ("aws", "state", "admin", "log", "delivery", "polling", "sqs")
 
 
+def _tagged_union(models: list[type[BaseModel]], tag: str) -> Any:
+    if len(models) == 1:
+        return models[0]
+    # Union[...] of a tuple built at run time: the `|` spelling takes no tuple.
+    return Annotated[Union[tuple(models)], Field(discriminator=tag)]  # noqa: UP007
+
+
+def _function_union() -> Any:
+    return _tagged_union(registry.FUNCTION_BACKENDS.settings_models(), "type")
+
+
+def _functions_type() -> Any:
+    """`functions`: a name to the settings of a registered backend, by `type`."""
+    key = Annotated[str, AfterValidator(_check_function_key)]
+    value = Annotated[_function_union(), BeforeValidator(_check_function_type)]  # type: ignore[valid-type]
+    return dict[key, value]  # type: ignore[valid-type]
+
+
+def _state_type() -> Any:
+    """`state`: the settings of a registered checkpoint store, by `backend`."""
+    models = registry.CHECKPOINT_STORES.settings_models()
+    return Annotated[_tagged_union(models, "backend"), BeforeValidator(_state_backend)]
+
+
+@functools.cache
+def _state_adapter_for(stores: tuple[tuple[str, Any], ...]) -> TypeAdapter[Any]:
+    return TypeAdapter(_state_type())
+
+
+def _state_adapter() -> TypeAdapter[Any]:
+    return _state_adapter_for(registry.CHECKPOINT_STORES.fingerprint())
+
+
+# Plugin settings are the registry's: the unions below are built from it (config_model()
+# rebuilds them when a plugin is registered later). For the type checker, every function
+# has FunctionSettings' keys and every store StateSettings'.
+if TYPE_CHECKING:
+    FunctionConfig = FunctionSettings
+    StateConfig = StateSettings
+    _Functions = dict[str, FunctionSettings]
+else:
+    FunctionConfig = _function_union()
+    StateConfig = _state_type()
+    _Functions = _functions_type()
+
+
 class EsmConfig(_Model):
     """The whole configuration file."""
 
     aws: AwsConfig = Field(default_factory=AwsConfig)
-    state: StateConfig = Field(default_factory=StateConfig)
+    state: StateConfig = Field(default_factory=_default_state)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     polling: PollingConfig = Field(default_factory=PollingConfig)
     sqs: SqsConfig = Field(default_factory=SqsConfig)
-    functions: dict[
-        Annotated[str, AfterValidator(_check_function_key)],
-        Annotated[FunctionConfig, BeforeValidator(_check_function_type)],
-    ] = Field(default_factory=dict)
+    functions: _Functions = Field(default_factory=dict)
     mappings: list[MappingConfig]
 
     @model_validator(mode="before")
@@ -1404,22 +1069,21 @@ class EsmConfig(_Model):
         return data
 
     @model_validator(mode="after")
-    def _check_weighted_targets(self) -> EsmConfig:
+    def _check_called_functions(self) -> EsmConfig:
+        # Functions that hand invocations to others (weighted) name plain functions of
+        # this file: no chains, no cycles.
         problems = []
         for name, function in self.functions.items():
-            if not isinstance(function, WeightedFunctionConfig):
-                continue
-            for target in function.targets:
-                other = self.functions.get(target.function)
+            for setting, called in function.functions_called():
+                other = self.functions.get(called)
                 if other is None:
                     problems.append(
-                        f"functions.{name}.targets: {target.function!r} is not a function "
-                        "of this file"
+                        f"functions.{name}.{setting}: {called!r} is not a function of this file"
                     )
-                elif isinstance(other, WeightedFunctionConfig):
+                elif other.functions_called():
                     problems.append(
-                        f"functions.{name}.targets: {target.function!r} is weighted itself; "
-                        "targets must be plain functions"
+                        f"functions.{name}.{setting}: {called!r} is {other.type} itself; "
+                        f"{setting} must be plain functions"
                     )
         if problems:
             raise _fail(*problems)
@@ -1466,6 +1130,47 @@ class EsmConfig(_Model):
         if problems:
             raise _fail(*problems)
         return self
+
+
+def _plugins_now() -> tuple[Any, ...]:
+    return (registry.FUNCTION_BACKENDS.fingerprint(), registry.CHECKPOINT_STORES.fingerprint())
+
+
+_BUILT_FOR = _plugins_now()
+_REBUILT: dict[tuple[Any, ...], type[EsmConfig]] = {}
+
+
+def config_model() -> type[EsmConfig]:
+    """EsmConfig with the function types and checkpoint stores registered now: EsmConfig
+    itself, unless plugins were registered since it was built (an installed package's
+    entry point, a test's backend); then a subclass with the unions rebuilt."""
+    key = _plugins_now()
+    if key == _BUILT_FOR:
+        return EsmConfig
+    if key not in _REBUILT:
+        if len(_REBUILT) >= 8:  # registrations come and go in tests only: keep a few
+            del _REBUILT[next(iter(_REBUILT))]
+        _REBUILT[key] = create_model(
+            "EsmConfig",
+            __base__=EsmConfig,
+            __module__=__name__,
+            __doc__=EsmConfig.__doc__,
+            functions=(_functions_type(), Field(default_factory=dict)),
+            state=(_state_type(), Field(default_factory=_default_state)),
+        )
+    return _REBUILT[key]
+
+
+def _discover_backends(data: Mapping[str, Any]) -> None:
+    """Register the installed backend plugins this file's functions name (and only those:
+    loading a plugin runs its package's code)."""
+    functions = data.get("functions")
+    if not isinstance(functions, dict):
+        return
+    for function in functions.values():
+        kind = function.get("type") if isinstance(function, dict) else None
+        if isinstance(kind, str):
+            registry.discover_backend(kind)
 
 
 # --------------------------------------------------------------------------- environment
@@ -1608,7 +1313,7 @@ def _strip_annotated(node: Any) -> Any:
 
 def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The model class that validated the object at `path` (a pydantic error location)."""
-    node: Any = EsmConfig
+    node: Any = config_model()
     parts = list(path)
     while True:
         node = _strip_annotated(node)
@@ -1620,7 +1325,7 @@ def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
                 continue
             # A tagged union: the location names the tag next.
             tag = parts.pop(0) if parts else None
-            node = next((m for m in members if _function_tag(m) == tag), None)
+            node = next((m for m in members if _union_tag(m) == tag), None)
             continue
         if not parts:
             break
@@ -1639,17 +1344,33 @@ def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
     return node if isinstance(node, type) and issubclass(node, BaseModel) else None
 
 
-def _function_tag(model: Any) -> str | None:
-    if isinstance(model, type) and issubclass(model, BaseModel) and "type" in model.model_fields:
-        args = get_args(model.model_fields["type"].annotation)
-        return str(args[0]) if args else None
+def _union_tag(model: Any) -> str | None:
+    """The tag a plugin's settings answer to in a tagged union (`type` or `backend`)."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    for name in ("type", "backend"):
+        field = model.model_fields.get(name)
+        args = get_args(field.annotation) if field is not None else ()
+        if args:
+            return str(args[0])
     return None
+
+
+def _field_at(loc: tuple[str | int, ...]) -> FieldInfo | None:
+    """The field a pydantic error location ends at, to read its declared range."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    model = _model_at(loc[:-1])
+    if model is None:
+        return None
+    return model.model_fields.get(loc[-1])
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
     # A model's own keys first, then the ones every model of its kind shares (a function's
     # timeout, memory_size, max_concurrency): what tells models apart reads first.
-    own = set(model.__annotations__)
+    # A rebuilt EsmConfig (config_model) declares only the plugin unions: read it as EsmConfig.
+    own = set((EsmConfig if issubclass(model, EsmConfig) else model).__annotations__)
     fields = sorted(model.model_fields.items(), key=lambda item: item[0] not in own)
     keys: list[str] = []
     for name, field in fields:
@@ -1716,12 +1437,27 @@ def _locate(loc: tuple[str | int, ...], raw: Any) -> tuple[str, tuple[str | int,
         return _mapping_label(loc[1], raw), loc[2:]
     if len(loc) >= 2 and loc[0] == "functions":
         rest = loc[2:]
-        if rest and rest[0] in FUNCTION_TYPES:
+        if rest and rest[0] in registry.FUNCTION_BACKENDS.names():
             rest = rest[1:]
         if rest == ("[key]",):
             return "", ("functions",)
         return "", ("functions", loc[1], *rest)
+    if len(loc) >= 2 and loc[0] == "state" and loc[1] in registry.CHECKPOINT_STORES.names():
+        return "", ("state", *loc[2:])
     return "", loc
+
+
+# pydantic's errors for a value outside a `Field(ge=, gt=, le=, lt=)` range.
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _range_problem(loc: tuple[str | int, ...], value: Any) -> str | None:
+    """esm's words for a value out of its field's range: the whole range, with its unit."""
+    field = _field_at(loc)
+    allowed = range_text(field) if field is not None else None
+    if allowed is None:
+        return None
+    return f"{_show(value)} is out of range: must be {allowed}"
 
 
 def _add_problems(exc: ValidationError, raw: Any, problems: _Problems) -> None:
@@ -1741,6 +1477,11 @@ def _add_problems(exc: ValidationError, raw: Any, problems: _Problems) -> None:
             where = _join(owner, _path_text(path))
             if kind == "esm_config":
                 message = error["msg"]
+                at = (error.get("ctx") or {}).get("at")
+                if at:
+                    where = _join(owner, _path_text((*path, at)))
+            elif kind in _RANGE_ERRORS and (found := _range_problem(loc, error["input"])):
+                message = found
             elif kind == "missing":
                 message = "is required"
             else:
@@ -1788,8 +1529,9 @@ def parse_config(
         if isinstance(functions, dict)
         else None,
     }
+    _discover_backends(data)
     try:
-        config = EsmConfig.model_validate(data, context=context)
+        config = config_model().model_validate(data, context=context)
     except ValidationError as exc:
         _add_problems(exc, data, problems)
         raise problems.error() from None
@@ -1853,15 +1595,12 @@ def describe_config(config: EsmConfig) -> str:
             f"{start}, {'enabled' if mapping.Enabled else 'disabled'}"
         )
     for name, function in config.functions.items():
-        target = _function_target(function)
+        what = " ".join(part for part in (function.type, function.target()) if part)
         lines.append(
-            f"function {name}: {function.type} {target} "
+            f"function {name}: {what} "
             f"(timeout {function.timeout:g}s, memory {function.memory_size} MB)"
         )
-    state = config.state
-    lines.append(
-        f"state: {state.backend}" + (f" at {state.path}" if state.backend == "sqlite" else "")
-    )
+    lines.append(f"state: {config.state.summary()}")
     endpoints = config.aws.endpoint_url or "AWS"
     if config.aws.endpoints:
         endpoints += ", " + ", ".join(f"{k}={v}" for k, v in sorted(config.aws.endpoints.items()))

@@ -17,10 +17,8 @@ import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from esm import registry
 from esm.admin import AdminServer
-from esm.backends.runtime import RuntimeApiBackend
-from esm.checkpoints import open_checkpoint_store
-from esm.destinations import create_destination, parse_arn
 from esm.engine.batcher import BatchLimits
 from esm.engine.concurrency import ConcurrencyLimitedBackend
 from esm.engine.discard import OnFailureDestination
@@ -31,7 +29,7 @@ from esm.engine.retry import Backoff, RetryPolicy
 from esm.engine.scaling import DEFAULT_MAX_CONCURRENCY, ScalingLimits
 from esm.engine.stream_model import MIN_POLL_INTERVAL_SECONDS, StreamSettings
 from esm.engine.streams import StreamEngine
-from esm.errors import BackendError, SettingError, describe
+from esm.errors import SettingError, describe
 from esm.filter import compile_filters
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
@@ -49,7 +47,7 @@ from esm.sources.kinesis_efo import (
 from esm.sources.sqs import SqsReader, SqsSettings
 
 if TYPE_CHECKING:
-    from esm.config import EsmConfig, FunctionConfig, MappingConfig
+    from esm.config import EsmConfig, MappingConfig
 
 log = structlog.get_logger("esm.daemon")
 
@@ -62,71 +60,6 @@ _CLOSE_BACKEND_SECONDS = 5.0
 _BACKSTOP_SECONDS = 1.0
 # Lambda's longest function timeout is 900 s; the Invoke call may take that long.
 _LAMBDA_READ_TIMEOUT_SECONDS = 910
-
-
-def create_backend(name: str, config: FunctionConfig) -> FunctionBackend:
-    """The backend of a function that needs nothing but its configuration (imports only the
-    backend that is used). Lambda and weighted functions are built by the daemon."""
-    if config.type == "http":
-        from esm.backends.http import HeaderSource, HttpBackend
-
-        headers: dict[str, str | HeaderSource] = {
-            key: value
-            if isinstance(value, str)
-            else HeaderSource(value.env, value.file, value.prefix)
-            for key, value in config.headers.items()
-        }
-        return HttpBackend(
-            config.url,
-            timeout=config.timeout,
-            headers=headers,
-            function_name=name,
-            max_connections=config.max_connections,
-            ca_bundle=config.tls.ca_bundle,
-            client_cert=config.tls.client_cert,
-            client_key=config.tls.client_key,
-            verify_tls=config.tls.verify,
-        )
-    if config.type == "python":
-        from esm.backends.python import PythonBackend
-
-        return PythonBackend(
-            config.handler,
-            timeout=config.timeout,
-            function_name=name,
-            memory_size=config.memory_size,
-        )
-    if config.type == "command":
-        from esm.backends.command import CommandBackend
-
-        return CommandBackend(
-            config.argv,
-            mode=config.mode,
-            timeout=config.timeout,
-            function_name=name,
-            workers=config.workers,
-            env=config.env,
-            cwd=config.cwd,
-        )
-    if config.type == "runtime":
-        return RuntimeApiBackend(
-            host=config.host,
-            port=config.port,
-            function_name=name,
-            timeout=config.timeout,
-            memory_size=config.memory_size,
-        )
-    if config.type == "plugin":
-        from esm.backends.plugins import create_plugin_backend
-
-        return create_plugin_backend(
-            config.plugin,
-            name,
-            config.options,
-            timeout=config.timeout,
-            memory_size=config.memory_size,
-        )
-    raise BackendError(f"function {name}: type {config.type} is built by the daemon")
 
 
 def _os_reason(exc: OSError) -> str:
@@ -184,12 +117,6 @@ def starting_position(mapping: MappingConfig) -> StartPosition:
         IteratorType(mapping.starting_position or "TRIM_HORIZON"),
         timestamp=mapping.starting_position_timestamp,
     )
-
-
-def _arn_region(function_name: str) -> str | None:
-    """The region of a Lambda ARN (`arn:aws:lambda:REGION:...`), None for a plain name."""
-    parts = function_name.split(":")
-    return parts[3] if function_name.startswith("arn:") and len(parts) > 3 else None
 
 
 @dataclass(frozen=True)
@@ -330,8 +257,7 @@ class Daemon:
         if self._store is not None:
             yield self._store
             return
-        state = self.config.state
-        store = open_checkpoint_store(state.backend, state.path)
+        store = registry.build_checkpoint_store(self.config.state)
         try:
             yield store
         finally:
@@ -510,11 +436,8 @@ class Daemon:
         arn = mapping.on_failure_destination
         if arn is None:
             return None
-        service, region, _, _ = parse_arn(arn)
-        # S3 bucket ARNs name no region: the bucket is reached through the mapping's.
-        client = await clients.get(service, region or mapping.region)
-        destination = create_destination(
-            arn, clients=lambda _: client, mapping_uuid=mapping.mapping_id
+        destination = await registry.build_destination(
+            registry.DestinationContext(mapping.mapping_id, mapping.region, clients.get), arn
         )
         return OnFailureDestination(
             destination,
@@ -590,35 +513,17 @@ class Daemon:
         """The backend of function `name`, created once and kept in `backends`."""
         if name in backends:
             return backends[name]
-        config = self.config.functions[name]
-        backend: FunctionBackend
-        if config.type == "lambda":
-            from esm.backends.lambda_ import LambdaBackend
-
-            function_name = config.function_name or name
-            where = config.region or _arn_region(function_name) or region
-            backend = LambdaBackend(
-                await clients.get("lambda", where),
-                function_name=function_name,
-                qualifier=config.qualifier,
-                timeout=config.timeout,
-            )
-        elif config.type == "weighted":
-            from esm.backends.weighted import WeightedBackend
-
-            chosen = self.metrics.weighted_choices
-            targets = [
-                (t.function, await self._backend(t.function, region, backends, clients), t.weight)
-                for t in config.targets
-            ]
-            backend = WeightedBackend(
-                targets, on_choice=lambda target: chosen.labels(name, target).inc()
-            )
-        else:
-            backend = create_backend(name, config)
-            if isinstance(backend, RuntimeApiBackend):
-                # Runtime clients connect as soon as they start: listen before any invocation.
-                await backend.start()
+        context = registry.BackendContext(
+            name=name,
+            region=region,
+            aws_client=clients.get,
+            metrics=self.metrics,
+            backend=lambda other: self._backend(other, region, backends, clients),
+        )
+        backend = await registry.build_backend(context, self.config.functions[name])
+        if isinstance(backend, registry.StartableBackend):
+            # It listens for clients that connect as soon as they start: before any invocation.
+            await backend.start()
         backends[name] = backend
         return backend
 

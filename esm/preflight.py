@@ -7,22 +7,30 @@ same way, with the same message, as it fails start-up.
 
 from __future__ import annotations
 
-import os
+from typing import NoReturn
 
 import anyio
 
-from esm.backends.command import program_problem
-from esm.config import CommandFunctionConfig, EsmConfig
-from esm.daemon import create_backend
+from esm import registry
+from esm.config import EsmConfig
 from esm.errors import BackendError
+from esm.metrics import Metrics
+from esm.protocols import FunctionBackend
 from esm.redact import redact
+from esm.settings import FunctionSettings
 
-# Built by the daemon with AWS clients (lambda) or from other functions (weighted): there is
-# nothing more to check than the configuration already did.
-_NOT_BUILT_HERE = frozenset({"lambda", "weighted"})
 
-# Where each type's start-up problems come from, to name the setting.
-_SETTING = {"python": "handler", "command": "command"}
+class _NeedsTheDaemon(Exception):
+    """The backend needs AWS clients or other functions' backends: only `esm run` has them,
+    and the configuration has already checked what can be checked without."""
+
+
+async def _no_client(service: str, region: str) -> NoReturn:
+    raise _NeedsTheDaemon
+
+
+async def _no_backend(name: str) -> NoReturn:
+    raise _NeedsTheDaemon
 
 
 async def check_functions(config: EsmConfig) -> list[str]:
@@ -30,33 +38,40 @@ async def check_functions(config: EsmConfig) -> list[str]:
     import, a command that is not there or not executable, a header file that cannot be
     read, a plugin that refuses its options. Python handlers are imported, as at start-up."""
     problems = []
+    metrics = Metrics()
     for name, function in config.functions.items():
-        if function.type in _NOT_BUILT_HERE:
-            continue
-        where = f"functions.{name}" + (
-            f".{_SETTING[function.type]}" if function.type in _SETTING else ""
+        context = registry.BackendContext(
+            name=name,
+            region=config.aws.region,
+            aws_client=_no_client,
+            metrics=metrics,
+            backend=_no_backend,
         )
         try:
-            backend = create_backend(name, function)
+            backend = await registry.build_backend(context, function)
+        except _NeedsTheDaemon:
+            continue
         except BackendError as exc:
-            problems.append(f"{where}: {_without_function_name(str(exc), name)}")
+            problems.append(f"{_where(name, function)}: {_without_function_name(str(exc), name)}")
             continue
         except Exception as exc:  # noqa: BLE001 - plugin boundary
             # A plugin's factory is other people's code: anything it raises is a refusal.
-            problems.append(f"{where}: {type(exc).__name__}: {exc}")
+            problems.append(f"{_where(name, function)}: {type(exc).__name__}: {exc}")
             continue
-        with anyio.move_on_after(5, shield=True):
-            await backend.aclose()
-        if isinstance(function, CommandFunctionConfig):
-            problems += _command_problems(name, function)
+        await _close(backend)
+        problems += function.offline_problems(name)
     return [redact(problem) for problem in problems]
 
 
-def _command_problems(name: str, function: CommandFunctionConfig) -> list[str]:
-    if function.cwd is not None and not os.path.isdir(function.cwd):
-        return [f"functions.{name}.cwd: {function.cwd!r} is not a directory"]
-    problem = program_problem(function.argv[0], env=function.env, cwd=function.cwd)
-    return [] if problem is None else [f"functions.{name}.command: {problem}"]
+def _where(name: str, function: FunctionSettings) -> str:
+    # Where the backend's start-up problems come from, to name the setting.
+    setting = function.offline_checked_setting
+    return f"functions.{name}" + (f".{setting}" if setting else "")
+
+
+async def _close(backend: FunctionBackend) -> None:
+    with anyio.move_on_after(5, shield=True):
+        await backend.aclose()
 
 
 def _without_function_name(message: str, name: str) -> str:

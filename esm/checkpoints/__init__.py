@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from esm import registry
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.checkpoints.sqlite import SqliteCheckpointStore
-from esm.errors import ConfigError
 from esm.protocols import CheckpointStore
+from esm.settings import StateSettings
 
 __all__ = [
     "MemoryCheckpointStore",
@@ -13,21 +16,16 @@ __all__ = [
     "open_checkpoint_store",
 ]
 
-BACKENDS = ("sqlite", "memory")
-"""The values `state.backend` accepts."""
-
 
 def open_checkpoint_store(backend: str, path: str) -> CheckpointStore:
-    """A ready store for `backend` ("sqlite" or "memory").
+    """A ready store for `backend` (a name registered in esm.registry.CHECKPOINT_STORES).
 
     Nothing is opened yet: the SQLite file is created (with its parent directories) on the
     store's first use, so a bad path surfaces as `CheckpointError` from the first `load`.
     `path` is ignored by the memory store.
 
-    :raises ConfigError: `backend` is not one of `BACKENDS`.
+    :raises ConfigError: `backend` is not a registered store.
     """
-    if backend == "sqlite":
-        return SqliteCheckpointStore(path)
-    if backend == "memory":
-        return MemoryCheckpointStore()
-    raise ConfigError([f"state.backend: unknown backend {backend!r}; expected one of {BACKENDS}"])
+    plugin = registry.CHECKPOINT_STORES.get(backend)
+    settings = plugin.settings_model().model_validate({"backend": backend, "path": path})
+    return registry.build_checkpoint_store(cast(StateSettings, settings))

@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from esm import config as config_module
+from esm.backends.http_plugin import HttpFunctionConfig
+from esm.backends.python_plugin import PythonFunctionConfig
+from esm.checkpoints.plugins import SqliteStateConfig
 from esm.config import (
     EsmConfig,
-    HttpFunctionConfig,
     MappingConfig,
-    PythonFunctionConfig,
     describe_config,
     load_config,
     parse_config,
@@ -807,6 +808,7 @@ def test_defaults() -> None:
     assert config.aws.region == "us-east-1"
     assert config.aws.endpoint_url is None
     assert config.aws.endpoint_for("kinesis") is None
+    assert isinstance(config.state, SqliteStateConfig)
     assert (config.state.backend, config.state.path) == ("sqlite", "esm-state.db")
     assert (config.admin.host, config.admin.port, config.admin.enabled) == ("127.0.0.1", 9464, True)
     assert (config.log.format, config.log.level) == ("json", "info")
@@ -1255,7 +1257,9 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
 
 def test_a_lone_dollar_is_kept() -> None:
     text = build().replace("http://127.0.0.1:8080/", "http://127.0.0.1:8080/$HOME")
-    assert parse_config(text, {}).functions["orders"].url.endswith("/$HOME")  # type: ignore[union-attr]
+    function = parse_config(text, {}).functions["orders"]
+    assert isinstance(function, HttpFunctionConfig)
+    assert function.url.endswith("/$HOME")
 
 
 def test_full_line_comments_are_not_expanded() -> None:
@@ -1273,7 +1277,9 @@ def test_os_environ_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", "eu-central-1")
     text = build().replace("http://127.0.0.1:8080/", "${ESM_TEST_URL}")
     config = parse_config(text)
-    assert config.functions["orders"].url == "http://from-env/"  # type: ignore[union-attr]
+    function = config.functions["orders"]
+    assert isinstance(function, HttpFunctionConfig)
+    assert function.url == "http://from-env/"
     assert config.aws.region == "eu-central-1"
 
 
@@ -1382,7 +1388,7 @@ def test_describe_config() -> None:
 def test_models_are_frozen_and_direct_construction_checks_references() -> None:
     config = parse_config(build(), {})
     with pytest.raises(ValueError, match="frozen"):
-        config.mappings[0].BatchSize = 5  # type: ignore[misc]
+        config.mappings[0].BatchSize = 5
     data = {"mappings": [BASES["kinesis"]]}
     with pytest.raises(ValueError, match="not defined under functions"):
         EsmConfig.model_validate(data)

@@ -7,8 +7,8 @@ import time
 import orjson
 import pytest
 
-from esm.backends.plugins import create_plugin_backend
-from esm.config import PluginFunctionConfig, parse_config
+from esm.backends.plugins import PluginFunctionConfig, create_plugin_backend
+from esm.config import parse_config
 from esm.errors import BackendError
 from esm.model import Invocation, ResultKind
 

@@ -13,7 +13,10 @@ import jsonschema
 import pytest
 import yaml
 
+from esm import registry
 from esm.cli import main
+
+from .test_registry import COUNTING
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -58,3 +61,30 @@ def test_the_schema_rejects_what_validate_rejects(change: Any, why: str) -> None
     change(config)
     errors = list(jsonschema.Draft202012Validator(_schema()).iter_errors(config))
     assert errors, why
+
+
+def test_every_plugin_model_is_in_the_schema_with_its_ranges_and_descriptions() -> None:
+    definitions = _schema()["$defs"]
+    for family in (registry.FUNCTION_BACKENDS, registry.CHECKPOINT_STORES):
+        for model in family.settings_models():
+            assert model.__name__ in definitions, model
+    timeout = definitions["HttpFunctionConfig"]["properties"]["timeout"]
+    assert (timeout["exclusiveMinimum"], timeout["maximum"], timeout["unit"]) == (0, 900, "seconds")
+    assert "Lambda" in timeout["description"]
+    workers = definitions["CommandFunctionConfig"]["properties"]["workers"]
+    assert (workers["minimum"], workers["maximum"]) == (1, 1000)
+    assert workers["description"]
+    # A plugin from an installed package, with its own settings, is in it too.
+    jsonl = definitions["JsonLinesSettings"]["properties"]
+    assert (jsonl["max_line_bytes"]["minimum"], jsonl["max_line_bytes"]["maximum"]) == (
+        1024,
+        6_291_456,
+    )
+
+
+def test_a_test_registered_backend_is_in_the_schema() -> None:
+    with registry.FUNCTION_BACKENDS.registered(COUNTING):
+        definitions = _schema()["$defs"]
+    step = definitions["CountingSettings"]["properties"]["step"]
+    assert (step["minimum"], step["maximum"]) == (1, 5)
+    assert "CountingSettings" not in _schema()["$defs"]
