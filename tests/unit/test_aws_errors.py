@@ -6,6 +6,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from structlog.testing import capture_logs
 
+from esm.aws import errors as _aws
+from esm.aws.errors import CREDENTIALS_HINT, translate_error
 from esm.errors import (
     ExpiredIterator,
     ResourceNotFound,
@@ -13,8 +15,6 @@ from esm.errors import (
     ThroughputExceeded,
     TransientSourceError,
 )
-from esm.sources import _aws
-from esm.sources._aws import CREDENTIALS_HINT, translate_error
 
 
 def _client_error(code: str) -> ClientError:

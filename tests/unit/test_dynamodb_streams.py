@@ -11,6 +11,7 @@ import pytest
 from botocore.parsers import create_parser
 from botocore.session import get_session as get_botocore_session
 
+from esm.aws.wire import keep_wire_records
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
@@ -25,7 +26,6 @@ from esm.errors import (
 from esm.metrics import Metrics
 from esm.model import Checkpoint, IteratorType, StartPosition
 from esm.protocols import StreamAPI
-from esm.sources._aws import keep_wire_records
 from esm.sources._shards import ShardedStreamRunner, ShardPhase, StreamSettings
 from esm.sources.dynamodb_streams import (
     MAX_RECORDS_PER_CALL,
