@@ -9,6 +9,7 @@ from typing import Any, NotRequired, Protocol, TypedDict, cast
 from esm.aws.wire import register_wire_records
 
 __all__ = [
+    "DescribeStreamInput",
     "DescribeStreamOutput",
     "DynamoDBStreamsClient",
     "GetRecordsOutput",
@@ -49,6 +50,12 @@ class StreamDescription(TypedDict):
     StreamViewType: NotRequired[str]
     TableName: NotRequired[str]
     KeySchema: NotRequired[list[KeySchemaElement]]
+
+
+class DescribeStreamInput(TypedDict):
+    StreamArn: str
+    Limit: NotRequired[int]
+    ExclusiveStartShardId: NotRequired[str]
 
 
 class DescribeStreamOutput(TypedDict):

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.exceptions import (
-    ConnectionClosedError,
     HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
 )
-from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from esm.errors import (
     AccessDenied,
@@ -114,7 +113,6 @@ _CODES: Mapping[str, type[SourceError]] = {
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     BotocoreConnectionError,
     HTTPClientError,
-    ConnectionClosedError,
     aiohttp.ClientError,
     OSError,
 )

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, NotRequired, Protocol, TypedDict, cast
 
-__all__ = ["InvokeOutput", "LambdaClient", "PayloadStream", "ResponseMetadata", "lambda_client"]
+__all__ = [
+    "InvokeInput",
+    "InvokeOutput",
+    "LambdaClient",
+    "PayloadStream",
+    "ResponseMetadata",
+    "lambda_client",
+]
 
 
 class PayloadStream(Protocol):
@@ -14,6 +21,13 @@ class PayloadStream(Protocol):
     async def read(self, amt: int = ...) -> bytes: ...
 
     def close(self) -> Awaitable[None] | None: ...
+
+
+class InvokeInput(TypedDict):
+    FunctionName: str
+    InvocationType: str
+    Payload: bytes
+    Qualifier: NotRequired[str]
 
 
 class ResponseMetadata(TypedDict, total=False):

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, Protocol, TypedDict, cast
 
-__all__ = ["GetQueueUrlOutput", "SendMessageOutput", "SqsSendClient", "sqs_send_client"]
+__all__ = [
+    "GetQueueUrlInput",
+    "GetQueueUrlOutput",
+    "SendMessageOutput",
+    "SqsSendClient",
+    "sqs_send_client",
+]
+
+
+class GetQueueUrlInput(TypedDict):
+    QueueName: str
+    QueueOwnerAWSAccountId: NotRequired[str]
 
 
 class GetQueueUrlOutput(TypedDict):

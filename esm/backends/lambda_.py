@@ -9,7 +9,7 @@ from typing import Final
 import anyio
 
 from esm.aws.errors import Refusal, aws_call, refusal
-from esm.aws.lambda_ import InvokeOutput, LambdaClient, PayloadStream
+from esm.aws.lambda_ import InvokeInput, InvokeOutput, LambdaClient, PayloadStream
 from esm.backends._context import (
     DEFAULT_VERSION,
     describe,
@@ -122,21 +122,16 @@ class LambdaBackend:
         return result
 
     async def _invoke(self, invocation: Invocation, started: float) -> InvokeResult:
+        request: InvokeInput = {
+            "FunctionName": self.function_name,
+            "InvocationType": "RequestResponse",
+            "Payload": invocation.payload,
+        }
+        if self.qualifier is not None:
+            request["Qualifier"] = self.qualifier
         try:
             with aws_call("Invoke"):
-                if self.qualifier is None:
-                    answer = await self.client.invoke(
-                        FunctionName=self.function_name,
-                        InvocationType="RequestResponse",
-                        Payload=invocation.payload,
-                    )
-                else:
-                    answer = await self.client.invoke(
-                        FunctionName=self.function_name,
-                        InvocationType="RequestResponse",
-                        Payload=invocation.payload,
-                        Qualifier=self.qualifier,
-                    )
+                answer = await self.client.invoke(**request)
                 body = await _read_payload(answer.get("Payload"))
         except EsmError as error:
             # The backend promises an InvokeResult for every outcome: no client failure may

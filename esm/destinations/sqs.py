@@ -9,7 +9,7 @@ import anyio
 import orjson
 
 from esm.aws.errors import aws_call
-from esm.aws.sqs import GetQueueUrlOutput, SqsSendClient
+from esm.aws.sqs import GetQueueUrlInput, SqsSendClient
 from esm.destinations import parse_arn
 from esm.errors import ConfigError, ResourceNotFound
 
@@ -32,15 +32,12 @@ class SqsDestination:
         """The queue's URL, asked for once (GetQueueUrl) and then remembered."""
         async with self._resolving:
             if self._queue_url is None:
-                answer: GetQueueUrlOutput
+                request: GetQueueUrlInput = {"QueueName": self.queue_name}
+                if self.account:
+                    # The queue may belong to another account that granted us SendMessage.
+                    request["QueueOwnerAWSAccountId"] = self.account
                 with aws_call(f"on-failure destination {self.queue_arn}: GetQueueUrl"):
-                    if self.account:
-                        # The queue may belong to another account that granted us SendMessage.
-                        answer = await self.client.get_queue_url(
-                            QueueName=self.queue_name, QueueOwnerAWSAccountId=self.account
-                        )
-                    else:
-                        answer = await self.client.get_queue_url(QueueName=self.queue_name)
+                    answer = await self.client.get_queue_url(**request)
                 self._queue_url = answer["QueueUrl"]
             return self._queue_url
 

@@ -12,7 +12,7 @@ import orjson
 import structlog
 
 from esm.aws.dynamodb_streams import (
-    DescribeStreamOutput,
+    DescribeStreamInput,
     DynamoDBStreamsClient,
     GetShardIteratorInput,
     StreamShard,
@@ -159,27 +159,20 @@ class DynamoDBStreamAPI:
 
     async def list_shards(self) -> list[ShardInfo]:
         shards: list[ShardInfo] = []
-        after: str | None = None
+        request: DescribeStreamInput = {
+            "StreamArn": self._stream_arn,
+            "Limit": _DESCRIBE_PAGE_LIMIT,
+        }
         while True:
-            answer: DescribeStreamOutput
             with aws_call("DescribeStream"):
-                if after is None:
-                    answer = await self.client.describe_stream(
-                        StreamArn=self._stream_arn, Limit=_DESCRIBE_PAGE_LIMIT
-                    )
-                else:
-                    answer = await self.client.describe_stream(
-                        StreamArn=self._stream_arn,
-                        Limit=_DESCRIBE_PAGE_LIMIT,
-                        ExclusiveStartShardId=after,
-                    )
+                answer = await self.client.describe_stream(**request)
             description = answer["StreamDescription"]
             shards.extend(_shard_info(raw) for raw in description.get("Shards", ()))
             last = description.get("LastEvaluatedShardId")
             # A service that repeats its cursor would otherwise be paged forever.
-            if not last or last == after:
+            if not last or last == request.get("ExclusiveStartShardId"):
                 return shards
-            after = last
+            request["ExclusiveStartShardId"] = last
 
     async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
         if position.type is IteratorType.AT_TIMESTAMP:
