@@ -1,4 +1,5 @@
-"""Fakes every source's tests share: a client error and a recording function backend."""
+"""What the fakes share: a client error, a recording function backend, and the shard log of
+the stream fakes (injected failures, iterators, where a position starts)."""
 
 from __future__ import annotations
 
