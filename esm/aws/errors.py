@@ -200,6 +200,8 @@ def aws_call(what: str) -> Iterator[None]:
     except EsmError:
         raise
     except Exception as exc:
+        # The AWS boundary: whatever a client raises, and botocore, aiohttp and the OS raise
+        # many kinds, leaves as one of esm's errors (ruff's BLE allows it: it re-raises).
         raise translate_error(exc, what) from exc
 
 
