@@ -16,15 +16,16 @@ from dataclasses import dataclass
 import anyio
 
 from esm.checkpoints.memory import MemoryCheckpointStore
+from esm.engine import stream_model
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.log import configure_logging
 from esm.metrics import Metrics
 from esm.model import Checkpoint, Invocation, InvokeResult, IteratorType, ResultKind, StartPosition
 from esm.protocols import StreamAPI
-from esm.sources import _shards
-from esm.sources._shards import ShardedStreamRunner, StreamSettings
 
 STREAM = "bench"
 REGION = "us-east-1"
@@ -78,7 +79,7 @@ def quiet_logs() -> None:
     configure_logging(format="console", level="warning")
 
 
-_poll_floor = _shards.MIN_POLL_INTERVAL_SECONDS
+_poll_floor = stream_model.MIN_POLL_INTERVAL_SECONDS
 
 
 def set_poll_floor(seconds: float | None) -> float:
@@ -98,7 +99,7 @@ def make_runner(
     *,
     parallelization: int = 1,
     backend: NoopBackend | None = None,
-) -> tuple[ShardedStreamRunner, NoopBackend]:
+) -> tuple[StreamEngine, NoopBackend]:
     """The runner a daemon would build for one Kinesis mapping, with a no-op function
     (or `backend`)."""
     metrics = Metrics()
@@ -116,10 +117,10 @@ def make_runner(
     backend = backend or NoopBackend()
     target = FunctionTarget(name="noop", arn=FUNCTION_ARN, timeout=30)
     deliverer = Deliverer(backend, target, MAPPING, metrics)
-    return ShardedStreamRunner(api, settings, deliverer, store, metrics), backend
+    return StreamEngine(api, settings, deliverer, store, metrics), backend
 
 
-async def run_to_end(runner: ShardedStreamRunner, store: FinishLineStore, timeout: float) -> float:
+async def run_to_end(runner: StreamEngine, store: FinishLineStore, timeout: float) -> float:
     """Run `runner` until every shard is finished; returns the seconds that took.
 
     :raises TimeoutError: the shards did not finish within `timeout` seconds.
@@ -133,7 +134,7 @@ async def run_to_end(runner: ShardedStreamRunner, store: FinishLineStore, timeou
     return store.finished_at - started
 
 
-def delivered(runner: ShardedStreamRunner) -> int:
+def delivered(runner: StreamEngine) -> int:
     return sum(s.records_delivered for s in runner.shards.values())
 
 

@@ -6,7 +6,8 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +25,15 @@ from esm.engine.batcher import BatchLimits
 from esm.engine.concurrency import ConcurrencyLimitedBackend
 from esm.engine.discard import OnFailureDestination
 from esm.engine.driver import Deliverer, Discard, FunctionTarget
+from esm.engine.lifecycle import Interruptible
 from esm.engine.retry import Backoff, RetryPolicy
+from esm.engine.stream_model import MIN_POLL_INTERVAL_SECONDS, StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.errors import BackendError, SettingError, describe
 from esm.filter import compile_filters
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.protocols import CheckpointStore, FunctionBackend, StreamAPI
-from esm.sources._shards import MIN_POLL_INTERVAL_SECONDS, ShardedStreamRunner, StreamSettings
 from esm.sources.dynamodb_streams import MAX_RECORDS_PER_CALL as DYNAMODB_MAX_RECORDS
 from esm.sources.dynamodb_streams import POLL_INTERVAL_SECONDS as DYNAMODB_POLL_SECONDS
 from esm.sources.dynamodb_streams import DynamoDBRecordFactory, DynamoDBStreamAPI
@@ -50,6 +53,11 @@ log = structlog.get_logger("esm.daemon")
 
 # Connections per AWS client: one per shard being read at once, with room to spare.
 _MAX_POOL_CONNECTIONS = 64
+# Bounds on closing what the daemon opened, so a stuck plugin cannot hold up the exit.
+_CLOSE_STORE_SECONDS = 10.0
+_CLOSE_BACKEND_SECONDS = 5.0
+# Past the grace period, how long the mappings get for what no unit bounds yet.
+_BACKSTOP_SECONDS = 1.0
 # Lambda's longest function timeout is 900 s; the Invoke call may take that long.
 _LAMBDA_READ_TIMEOUT_SECONDS = 910
 
@@ -192,21 +200,23 @@ class _Polling:
     records_limit: int
 
 
+ClientOpener = Callable[[str, str], AbstractAsyncContextManager[Any]]
+"""Opens an AWS client for (service, region); tests pass one that opens fakes."""
+
+
 class _Clients:
     """AWS clients opened on demand, one per service and region, closed with the daemon."""
 
-    def __init__(self, daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:
-        self._daemon = daemon
+    def __init__(self, opener: ClientOpener, stack: contextlib.AsyncExitStack) -> None:
+        self._opener = opener
         self._stack = stack
+        self._opened: dict[tuple[str, str], Any] = {}
 
     async def get(self, service: str, region: str) -> Any:
-        opened = self._daemon._clients
         key = (service, region)
-        if key not in opened:
-            opened[key] = await self._stack.enter_async_context(
-                self._daemon.open_client(service, region)
-            )
-        return opened[key]
+        if key not in self._opened:
+            self._opened[key] = await self._stack.enter_async_context(self._opener(service, region))
+        return self._opened[key]
 
 
 class Daemon:
@@ -219,20 +229,20 @@ class Daemon:
         metrics: Metrics | None = None,
         backends: Mapping[str, FunctionBackend] | None = None,
         store: CheckpointStore | None = None,
+        clients: ClientOpener | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self._given_backends = dict(backends or {})
         self._store = store
-        self.runners: dict[str, ShardedStreamRunner | QueueRunner] = {}
-        self._factories: dict[str, Callable[[], ShardedStreamRunner | QueueRunner]] = {}
+        self.runners: dict[str, StreamEngine | QueueRunner] = {}
+        self._factories: dict[str, Callable[[], StreamEngine | QueueRunner]] = {}
         self.admin_port: int | None = None
         self.started_at = time.time()
-        self._stop_requested = anyio.Event()
+        self._stopping = Interruptible()
+        """Interrupted by `request_stop()`: the daemon winds down."""
         self._serving = False
-        self._clients: dict[tuple[str, str], Any] = {}
-        self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._stopped = False
+        self._client_opener: ClientOpener = clients or self.open_client
         # Each mapping's name (its metrics and logs label), by id.
         self._names = {m.mapping_id: m.mapping_name for m in config.mappings}
 
@@ -240,7 +250,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
-        self._stop_requested.set()
+        self._stopping.interrupt()
 
     def ready(self) -> bool:
         """esm itself is up: every enabled mapping has been set up and is running, and no
@@ -249,9 +259,7 @@ class Daemon:
         own traffic down too. Each mapping's `ready` in /status says whether it polls."""
         enabled = [m for m in self.config.mappings if m.Enabled]
         return (
-            self._serving
-            and not self._stop_requested.is_set()
-            and len(self.runners) == len(enabled)
+            self._serving and not self._stopping.interrupted and len(self.runners) == len(enabled)
         )
 
     def status(self) -> dict[str, Any]:
@@ -273,7 +281,7 @@ class Daemon:
             mappings.append(entry)
         return {
             "ready": self.ready(),
-            "stopping": self._stop_requested.is_set(),
+            "stopping": self._stopping.interrupted,
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "mappings": mappings,
         }
@@ -284,12 +292,12 @@ class Daemon:
         handle_signals: bool = True,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run until a stop is requested, then drain in-flight batches and return."""
-        config = self.config
-        store = self._store or open_checkpoint_store(config.state.backend, config.state.path)
-        backends: dict[str, FunctionBackend] = dict(self._given_backends)
-        # What the mappings call: each backend behind its function's concurrency limit.
-        limited: dict[str, FunctionBackend] = {}
+        """Run until a stop is requested, then drain in-flight batches and return.
+
+        Everything the daemon opens is entered on one exit stack, so it is closed in the
+        reverse order, whatever happens: mappings stop before the backends they call, and
+        the backends before the checkpoint store and the AWS clients.
+        """
         self.metrics.describe_mappings(
             MappingInfo(
                 name=m.mapping_name,
@@ -298,74 +306,119 @@ class Daemon:
                 event_source_arn=m.EventSourceArn,
                 source=m.source_kind,
             )
-            for m in config.mappings
+            for m in self.config.mappings
         )
         try:
             async with contextlib.AsyncExitStack() as stack:
-                clients = _Clients(self, stack)
+                clients = _Clients(self._client_opener, stack)
+                store = await stack.enter_async_context(self._open_store())
+                backends = await stack.enter_async_context(self._open_backends())
                 # Everything that can fail on bad settings (a handler that does not import)
                 # fails here, before any task starts.
-                for mapping in config.mappings:
-                    if not mapping.Enabled:
-                        log.info("mapping disabled", mapping=mapping.mapping_name)
-                        continue
-                    name = mapping.function_name
-                    if name not in limited:
-                        backend = await self._backend(name, mapping.region, backends, clients)
-                        limited[name] = self._limit(name, backend)
-                    self._factories[mapping.mapping_id] = await self._runner_factory(
-                        mapping, clients, limited[name], store
-                    )
-                    self.runners[mapping.mapping_id] = self._factories[mapping.mapping_id]()
+                await self._open_mappings(stack, clients, backends, store)
                 await self._serve(task_status, handle_signals)
         finally:
-            # Close only what this daemon opened; what the caller passed in is the caller's.
-            with anyio.CancelScope(shield=True):
-                for close in self._closers:
-                    with anyio.move_on_after(5):
-                        await close()
-                for name, backend in backends.items():
-                    if name not in self._given_backends:
-                        with anyio.move_on_after(5):
-                            await backend.aclose()
-                if self._store is None:
-                    with anyio.move_on_after(10):
-                        await store.aclose()
             log.info("stopped")
 
-    # -- pieces --------------------------------------------------------------------------
+    # -- what the daemon opens -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _open_store(self) -> AsyncIterator[CheckpointStore]:
+        """The checkpoint store; one the caller passed in is the caller's to close."""
+        if self._store is not None:
+            yield self._store
+            return
+        state = self.config.state
+        store = open_checkpoint_store(state.backend, state.path)
+        try:
+            yield store
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_STORE_SECONDS):
+                await store.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _open_backends(self) -> AsyncIterator[dict[str, FunctionBackend]]:
+        """The function backends by name, filled as mappings need them; those the daemon
+        created are closed at the end, those the caller passed in are the caller's."""
+        backends: dict[str, FunctionBackend] = dict(self._given_backends)
+        try:
+            yield backends
+        finally:
+            with anyio.CancelScope(shield=True):
+                for name, backend in backends.items():
+                    if name not in self._given_backends:
+                        with anyio.move_on_after(_CLOSE_BACKEND_SECONDS):
+                            await backend.aclose()
+
+    async def _open_mappings(
+        self,
+        stack: contextlib.AsyncExitStack,
+        clients: _Clients,
+        backends: dict[str, FunctionBackend],
+        store: CheckpointStore,
+    ) -> None:
+        """Set up every enabled mapping: its function (behind its concurrency limit), its
+        source and destination, and how to make its runner."""
+        limited: dict[str, FunctionBackend] = {}
+        for mapping in self.config.mappings:
+            if not mapping.Enabled:
+                log.info("mapping disabled", mapping=mapping.mapping_name)
+                continue
+            name = mapping.function_name
+            if name not in limited:
+                backend = await self._backend(name, mapping.region, backends, clients)
+                limited[name] = self._limit(name, backend)
+            factory = await self._runner_factory(mapping, stack, clients, limited[name], store)
+            self._factories[mapping.mapping_id] = factory
+            self.runners[mapping.mapping_id] = factory()
+
+    # -- running -------------------------------------------------------------------------
 
     async def _serve(self, task_status: anyio.abc.TaskStatus[None], handle_signals: bool) -> None:
-        config = self.config
         async with anyio.create_task_group() as tg:
-            if config.admin.enabled:
-                admin = AdminServer(self.metrics.registry, ready=self.ready, status=self.status)
-                try:
-                    self.admin_port = await tg.start(
-                        admin.serve, config.admin.host, config.admin.port
-                    )
-                except OSError as exc:
-                    # A bare gaierror or "address in use" would not say which setting it is.
-                    raise SettingError(
-                        f"admin.listen: cannot bind {config.admin.listen}: {_os_reason(exc)}"
-                    ) from None
-                log.info("admin server listening", host=config.admin.host, port=self.admin_port)
+            if self.config.admin.enabled:
+                await self._start_admin(tg)
             if handle_signals:
                 tg.start_soon(self._watch_signals)
-            async with anyio.create_task_group() as mappings_tg:
-                for mapping_id in self.runners:
-                    mappings_tg.start_soon(self._supervise, mapping_id, name=mapping_id)
-                self._serving = True
-                task_status.started()
-                await self._stop_requested.wait()
-                await self._drain(mappings_tg)
-            if mappings_tg.cancel_scope.cancelled_caught:
-                # Each runner has logged the batches it abandoned.
-                log.warning(
-                    "shutdown grace period ran out, batches still in flight were abandoned",
-                    grace_seconds=config.delivery.shutdown_grace_seconds,
-                )
+            await self._run_mappings(task_status)
             tg.cancel_scope.cancel()
+
+    async def _start_admin(self, tg: anyio.abc.TaskGroup) -> None:
+        admin_config = self.config.admin
+        admin = AdminServer(self.metrics.registry, ready=self.ready, status=self.status)
+        try:
+            self.admin_port = await tg.start(admin.serve, admin_config.host, admin_config.port)
+        except OSError as exc:
+            # A bare gaierror or "address in use" would not say which setting it is.
+            raise SettingError(
+                f"admin.listen: cannot bind {admin_config.listen}: {_os_reason(exc)}"
+            ) from None
+        log.info("admin server listening", host=admin_config.host, port=self.admin_port)
+
+    async def _run_mappings(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run every mapping until a stop is requested, then wind them down: reading stops
+        at once, in-flight batches get the grace period, their checkpoints are written."""
+        grace = self.config.delivery.shutdown_grace_seconds
+        async with anyio.create_task_group() as mappings:
+            for mapping_id in self.runners:
+                mappings.start_soon(self._supervise, mapping_id, name=mapping_id)
+            self._serving = True
+            task_status.started()
+            await self._stopping.wait()
+            log.info("stopping: no new batches; waiting for in-flight ones", grace_seconds=grace)
+            started = anyio.current_time()
+            for runner in self.runners.values():
+                runner.stop(grace)
+            # Each unit bounds its own delivery by the grace period and its last checkpoint
+            # by the same deadline; this only catches what is not yet a unit (a mapping
+            # still loading its checkpoints).
+            mappings.cancel_scope.deadline = started + grace + _BACKSTOP_SECONDS
+        if anyio.current_time() - started >= grace:
+            # Each runner has logged the batches it abandoned.
+            log.warning(
+                "shutdown grace period ran out, batches still in flight were abandoned",
+                grace_seconds=grace,
+            )
 
     async def _supervise(self, mapping_id: str) -> None:
         """Run one mapping; should it fail with an error nothing below contained, log it in
@@ -379,7 +432,7 @@ class Daemon:
                 await runner.run()
                 return
             except Exception as exc:  # noqa: BLE001 - last-resort containment of a mapping
-                if self._stop_requested.is_set():
+                if self._stopping.interrupted:
                     return
                 failures += 1
                 delay = backoff.delay(failures)
@@ -391,20 +444,9 @@ class Daemon:
                     error=describe(exc),
                     retry_in_seconds=round(delay, 3),
                 )
-            with anyio.move_on_after(delay):
-                await self._stop_requested.wait()
-            if self._stop_requested.is_set():
+            if not await self._stopping.sleep(delay):
                 return
             self.runners[mapping_id] = self._factories[mapping_id]()
-
-    async def _drain(self, mappings_tg: anyio.abc.TaskGroup) -> None:
-        grace = self.config.delivery.shutdown_grace_seconds
-        log.info("stopping: no new batches; waiting for in-flight ones", grace_seconds=grace)
-        for runner in self.runners.values():
-            runner.stop()
-        # Runners return once their in-flight batches are settled; past the grace period
-        # whatever is still running is cancelled (its batch is redelivered after restart).
-        mappings_tg.cancel_scope.deadline = anyio.current_time() + grace
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -447,16 +489,17 @@ class Daemon:
     async def _runner_factory(
         self,
         mapping: MappingConfig,
+        stack: contextlib.AsyncExitStack,
         clients: _Clients,
         backend: FunctionBackend,
         store: CheckpointStore,
-    ) -> Callable[[], ShardedStreamRunner | QueueRunner]:
+    ) -> Callable[[], StreamEngine | QueueRunner]:
         """Opens what a mapping needs (clients, destination) and returns how to make its
         runner, so that a failed runner can be replaced by a fresh one."""
         if mapping.source_kind == "sqs":
             client = await clients.get("sqs", mapping.region)
             return lambda: self._queue_runner(mapping, client, backend)
-        api, polling = await self._stream_api(mapping, clients)
+        api, polling = await self._stream_api(mapping, stack, clients)
         discard = await self._on_failure(mapping, clients)
         return lambda: self._create_runner(mapping, api, polling, backend, store, discard)
 
@@ -489,7 +532,7 @@ class Daemon:
         )
 
     async def _stream_api(
-        self, mapping: MappingConfig, clients: _Clients
+        self, mapping: MappingConfig, stack: contextlib.AsyncExitStack, clients: _Clients
     ) -> tuple[StreamAPI, _Polling]:
         """The source of a stream mapping, and how often to poll its shards."""
         polling = self.config.polling
@@ -516,7 +559,7 @@ class Daemon:
                     identity_arn=identity_arn(mapping),
                 ),
             )
-            self._closers.append(fan_out.aclose)
+            stack.push_async_callback(fan_out.aclose)
             return fan_out, _Polling(
                 FAN_OUT_POLL_INTERVAL_SECONDS, FAN_OUT_POLL_INTERVAL_SECONDS, polling.records_limit
             )
@@ -647,7 +690,7 @@ class Daemon:
         backend: FunctionBackend,
         store: CheckpointStore,
         discard: Discard | None,
-    ) -> ShardedStreamRunner:
+    ) -> StreamEngine:
         config = self.config
         settings = StreamSettings(
             mapping_id=mapping.mapping_id,
@@ -666,4 +709,4 @@ class Daemon:
             record_filter=record_filter(mapping, self.metrics),
         )
         deliverer = replace(self._deliverer(mapping, backend), discard=discard)
-        return ShardedStreamRunner(api, settings, deliverer, store, self.metrics)
+        return StreamEngine(api, settings, deliverer, store, self.metrics)

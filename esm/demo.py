@@ -16,8 +16,8 @@ from aiobotocore.session import get_session
 
 from esm.config import parse_config
 from esm.daemon import Daemon
+from esm.engine.streams import StreamEngine
 from esm.log import configure_logging
-from esm.sources._shards import ShardedStreamRunner
 
 STREAM = "esm-demo-orders"
 QUEUE = "esm-demo-payments"
@@ -131,8 +131,8 @@ def _deleted(daemon: Daemon) -> int:
     return int(daemon.metrics.deleted_events.labels(queue_mapping)._value.get())
 
 
-def _stream_runners(daemon: Daemon) -> list[ShardedStreamRunner]:
-    return [r for r in daemon.runners.values() if isinstance(r, ShardedStreamRunner)]
+def _stream_runners(daemon: Daemon) -> list[StreamEngine]:
+    return [r for r in daemon.runners.values() if isinstance(r, StreamEngine)]
 
 
 def _delivered(daemon: Daemon) -> tuple[int, int]:

@@ -8,9 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from esm.engine.driver import GiveUp
+from esm.engine.lifecycle import Interruptible
 from esm.engine.retry import Backoff
 from esm.errors import SourceError, describe
 from esm.events import FailureSource, stream_failure_record
@@ -38,7 +37,7 @@ class OnFailureDestination:
     clock: Callable[[], float] = time.time
     log: Any = None
 
-    async def __call__(self, give_up: GiveUp, stopping: anyio.Event) -> bool:
+    async def __call__(self, give_up: GiveUp, interrupt: Interruptible) -> bool:
         record = stream_failure_record(
             source=self.source,
             records=give_up.records,
@@ -72,9 +71,7 @@ class OnFailureDestination:
                         retriable=exc.retriable,
                         retry_in_seconds=round(delay, 3),
                     )
-                with anyio.move_on_after(delay):
-                    await stopping.wait()
-                if stopping.is_set():
+                if not await interrupt.sleep(delay):
                     return False
                 continue
             self.metrics.on_failure_delivered_events.labels(self.mapping_id).inc(count)

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from esm.engine.lifecycle import Interruptible
 from esm.engine.partial import stream_item_failures
 from esm.engine.policy import (
     DeliveryPolicy,
@@ -94,7 +95,7 @@ class FunctionTarget:
 class _Part:
     """What every part of one batch's delivery shares."""
 
-    stopping: anyio.Event
+    interrupt: Interruptible
     in_flight: InFlight
     on_settled: Settled | None
     on_result: Callable[[InvokeResult], Awaitable[None]] | None
@@ -121,7 +122,7 @@ class GiveUp:
 
 Settled = Callable[[Sequence[Record]], Awaitable[None]]
 """Called with records the partition may move past: delivered, or given up and stored."""
-Discard = Callable[[GiveUp, anyio.Event], Awaitable[bool]]
+Discard = Callable[[GiveUp, Interruptible], Awaitable[bool]]
 """Stores a given-up batch; False when shutdown came first (the records stay unsettled)."""
 EventFields = Callable[[], Mapping[str, Any]]
 """Top-level event fields besides Records, read at each invocation (tumbling windows)."""
@@ -165,7 +166,7 @@ class Deliverer:
         self,
         batch: Batch,
         *,
-        stopping: anyio.Event,
+        interrupt: Interruptible,
         in_flight: InFlight,
         on_settled: Settled | None = None,
         on_result: Callable[[InvokeResult], Awaitable[None]] | None = None,
@@ -178,7 +179,7 @@ class Deliverer:
         unacceptable answer into a function error. The decisions are the policy's
         (`esm.engine.policy`); this driver carries them out.
         """
-        part = _Part(stopping, in_flight, on_settled, on_result, event_fields, check_answer)
+        part = _Part(interrupt, in_flight, on_settled, on_result, event_fields, check_answer)
         pending: deque[tuple[Record, ...]] = deque([tuple(batch.records)])
         while pending:
             state: PartState | None = self.rules.start(pending.popleft())
@@ -260,16 +261,15 @@ class Deliverer:
             self._note(
                 "invoke failed, will retry", partition, state.records, state.last_result, wait
             )
-        with anyio.move_on_after(wait.seconds):
-            await part.stopping.wait()
+        waited = await part.interrupt.sleep(wait.seconds)
         in_flight.next_attempt_at = None
-        return not part.stopping.is_set()
+        return waited
 
     async def deliver_final(
         self,
         partition: str,
         *,
-        stopping: anyio.Event,
+        interrupt: Interruptible,
         in_flight: InFlight,
         event_fields: EventFields,
         check_answer: AnswerCheck | None = None,
@@ -300,9 +300,7 @@ class Deliverer:
                 return DeliveryOutcome.DELIVERED
             failures += 1
             in_flight.last_error = f"{result.kind.value}: {result.error or result.function_error}"
-            with anyio.move_on_after(self.rules.retry_delay(failures, result)):
-                await stopping.wait()
-            if stopping.is_set():
+            if not await interrupt.sleep(self.rules.retry_delay(failures, result)):
                 return DeliveryOutcome.ABANDONED
 
     @staticmethod
@@ -355,7 +353,7 @@ class Deliverer:
             )
         if self.discard is None:
             self.metrics.dropped_events.labels(self.mapping_id).inc(len(records))
-        elif not await self.discard(give_up, part.stopping):
+        elif not await self.discard(give_up, part.interrupt):
             return False
         if part.on_settled is not None:
             await part.on_settled(records)

@@ -16,6 +16,7 @@ import structlog
 
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer
+from esm.engine.lifecycle import Interruptible
 from esm.engine.partial import queue_item_failures
 from esm.engine.retry import Backoff
 from esm.errors import SourceError
@@ -137,7 +138,7 @@ class QueueRunner:
         self.metrics = metrics
         self.clock = clock
         self.ready = False
-        self.stopping = anyio.Event()
+        self.stopping = Interruptible()
         self.queue_url = ""
         self.visibility_timeout = 30
         self.target = min(INITIAL_CONCURRENCY, settings.max_concurrency)
@@ -162,7 +163,7 @@ class QueueRunner:
         try:
             with self._receives.reading():
                 await self._resolve_queue()
-            if self.stopping.is_set():
+            if self.stopping.interrupted:
                 return
             async with anyio.create_task_group() as tg:
                 with self._poll_scope:
@@ -172,10 +173,10 @@ class QueueRunner:
         finally:
             self.metrics.forget_queue_receives(self.settings.label)
 
-    def stop(self) -> None:
+    def stop(self, grace: float | None = None) -> None:
         """Stop polling at once: receives are cancelled and what they gathered is released;
         batches being delivered finish (within the daemon's grace period)."""
-        self.stopping.set()
+        self.stopping.interrupt()
         self._stop_deadline = anyio.current_time() + self.settings.shutdown_grace_seconds
         for scope in self._cleanup_scopes:
             scope.deadline = min(scope.deadline, self._stop_deadline)
@@ -186,7 +187,7 @@ class QueueRunner:
     def status(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
-            "stopping": self.stopping.is_set(),
+            "stopping": self.stopping.interrupted,
             "queue_url": self.queue_url,
             "fifo": self.settings.fifo,
             "visibility_timeout_seconds": self.visibility_timeout,
@@ -201,7 +202,7 @@ class QueueRunner:
 
     async def _resolve_queue(self) -> None:
         failures = 0
-        while not self.stopping.is_set():
+        while not self.stopping.interrupted:
             try:
                 answer = await self.client.get_queue_url(
                     QueueName=self.settings.queue_name,
@@ -255,7 +256,7 @@ class QueueRunner:
         while True:
             with anyio.move_on_after(self.settings.attributes_interval):
                 await self.stopping.wait()
-            if self.stopping.is_set():
+            if self.stopping.interrupted:
                 return
             try:
                 await self._read_attributes()
@@ -301,7 +302,7 @@ class QueueRunner:
         # Messages received beyond what fits one batch (6 MB): the next batch's first.
         carry: list[Record] = []
         try:
-            while not self.stopping.is_set() and self.active <= self.target:
+            while not self.stopping.interrupted and self.active <= self.target:
                 received = _Received()
                 scope = anyio.CancelScope()
                 self._receive_scopes.add(scope)
@@ -310,7 +311,7 @@ class QueueRunner:
                         await self._gather(received, carry)
                 finally:
                     self._receive_scopes.discard(scope)
-                if self.stopping.is_set():
+                if self.stopping.interrupted:
                     await self._release(received.records + carry)
                     carry = []
                     return
@@ -322,7 +323,7 @@ class QueueRunner:
             if carry:
                 # A poller retired by scaling down: what it held for its next batch goes
                 # back to the queue for the others, rather than waiting out its visibility.
-                await self._release(carry, shutdown=self.stopping.is_set())
+                await self._release(carry, shutdown=self.stopping.interrupted)
 
     async def _gather(self, received: _Received, carry: list[Record]) -> None:
         """Receive one batch into `received`: up to BatchSize messages, gathered over the
@@ -438,7 +439,7 @@ class QueueRunner:
                     failed_records, self.settings.failure_visibility_seconds
                 )
         except anyio.get_cancelled_exc_class():
-            if self.stopping.is_set():
+            if self.stopping.interrupted:
                 # The grace period ran out: neither delivered nor deleted, the messages come
                 # back once their visibility (no longer extended) runs out.
                 self.log.warning(
@@ -484,7 +485,7 @@ class QueueRunner:
                 return everything
             with anyio.move_on_after(delay):
                 await self.stopping.wait()
-            if self.stopping.is_set():
+            if self.stopping.interrupted:
                 # Failed as a whole, they go back to the queue (after the failure visibility
                 # when one is set).
                 failure_visibility = self.settings.failure_visibility_seconds

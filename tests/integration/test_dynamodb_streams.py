@@ -15,9 +15,10 @@ from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.sources._shards import ShardedStreamRunner, StreamSettings
 from esm.sources.dynamodb_streams import (
     MAX_RECORDS_PER_CALL,
     DynamoDBRecordFactory,
@@ -92,7 +93,7 @@ def make_runner(
     store: MemoryCheckpointStore,
     *,
     batch_size: int = 100,
-) -> ShardedStreamRunner:
+) -> StreamEngine:
     metrics = Metrics()
     api = DynamoDBStreamAPI(streams, stream_arn=arn, records=DynamoDBRecordFactory(arn, REGION))
     settings = StreamSettings(
@@ -109,10 +110,10 @@ def make_runner(
         name="fn", arn=f"arn:aws:lambda:{REGION}:123456789012:function:fn", timeout=3
     )
     deliverer = Deliverer(backend, target, "ddb", metrics, backoff=FAST)
-    return ShardedStreamRunner(api, settings, deliverer, store, metrics)
+    return StreamEngine(api, settings, deliverer, store, metrics)
 
 
-async def run_until(runner: ShardedStreamRunner, done: Callable[[], bool]) -> None:
+async def run_until(runner: StreamEngine, done: Callable[[], bool]) -> None:
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run)

@@ -70,7 +70,7 @@ async def test_a_lost_unit_is_fenced_and_cancelled_at_once() -> None:
         coordinator.lose("a")
         await coordinator.wait_changed()
         assert coordinator.held == {"b"}
-        coordinator.release_all(grace=5)
+        coordinator.release_all(grace=0.05)
     assert "a checkpoint" not in unit.events
     assert "a delivered" not in unit.events
     assert "b checkpoint" in unit.events

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from esm.engine.driver import Deliverer, DeliveryOutcome, FunctionTarget, InFlight
+from esm.engine.lifecycle import Interruptible
 from esm.engine.retry import Backoff
 from esm.events import create_record
 from esm.metrics import Metrics
@@ -55,7 +56,7 @@ async def test_throttles_and_system_errors_are_retried_but_not_counted_as_attemp
     deliverer = Deliverer(backend, TARGET, "m", metrics, backoff=Backoff(0.001, 0.01))
     batch = _batch()
     in_flight = _in_flight(batch)
-    outcome = await deliverer.deliver(batch, stopping=anyio.Event(), in_flight=in_flight)
+    outcome = await deliverer.deliver(batch, interrupt=Interruptible(), in_flight=in_flight)
     assert outcome is DeliveryOutcome.DELIVERED
     assert len(backend.events) == 4
     assert (in_flight.attempts, in_flight.throttles, in_flight.system_errors) == (1, 1, 1)
@@ -70,7 +71,7 @@ async def test_every_attempt_sends_the_same_event_with_a_new_request_id() -> Non
     backend = RecordingBackend(lambda event, call: function_error() if call < 3 else None)
     deliverer = Deliverer(backend, TARGET, "m", Metrics(), backoff=Backoff(0.001, 0.01))
     batch = _batch()
-    await deliverer.deliver(batch, stopping=anyio.Event(), in_flight=_in_flight(batch))
+    await deliverer.deliver(batch, interrupt=Interruptible(), in_flight=_in_flight(batch))
     assert len({i.payload for i in backend.invocations}) == 1
     assert len({i.request_id for i in backend.invocations}) == 3
     invocation = backend.invocations[0]
@@ -95,13 +96,13 @@ def test_retry_delay_grows_to_the_maximum_and_honours_retry_after() -> None:
 async def test_a_stop_during_backoff_abandons_the_batch_at_once() -> None:
     backend = RecordingBackend(lambda event, call: function_error())
     deliverer = Deliverer(backend, TARGET, "m", Metrics(), backoff=Backoff(60, 300))
-    stopping = anyio.Event()
+    stopping = Interruptible()
     batch = _batch()
     outcome: list[DeliveryOutcome] = []
 
     async def deliver() -> None:
         outcome.append(
-            await deliverer.deliver(batch, stopping=stopping, in_flight=_in_flight(batch))
+            await deliverer.deliver(batch, interrupt=stopping, in_flight=_in_flight(batch))
         )
 
     with anyio.fail_after(10):
@@ -109,7 +110,7 @@ async def test_a_stop_during_backoff_abandons_the_batch_at_once() -> None:
             tg.start_soon(deliver)
             while not backend.events:
                 await anyio.sleep(0.01)
-            stopping.set()
+            stopping.interrupt()
     assert outcome == [DeliveryOutcome.ABANDONED]
     assert len(backend.events) == 1
 
@@ -120,20 +121,20 @@ async def test_an_event_over_the_payload_limit_is_never_sent() -> None:
     deliverer = Deliverer(
         backend, TARGET, "m", metrics, backoff=Backoff(60, 300), max_payload_bytes=1000
     )
-    stopping = anyio.Event()
+    stopping = Interruptible()
     batch = _batch(count=1, data_size=5000)
     in_flight = _in_flight(batch)
     outcome: list[DeliveryOutcome] = []
 
     async def deliver() -> None:
-        outcome.append(await deliverer.deliver(batch, stopping=stopping, in_flight=in_flight))
+        outcome.append(await deliverer.deliver(batch, interrupt=stopping, in_flight=in_flight))
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(deliver)
             while in_flight.attempts == 0:
                 await anyio.sleep(0.01)
-            stopping.set()
+            stopping.interrupt()
     assert backend.events == []
     assert in_flight.last_error is not None
     assert "RequestEntityTooLargeException" in in_flight.last_error

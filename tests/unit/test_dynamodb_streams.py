@@ -22,6 +22,8 @@ from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import ShardPhase, StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.errors import (
     AccessDenied,
     DataTrimmed,
@@ -34,7 +36,6 @@ from esm.errors import (
 from esm.metrics import Metrics
 from esm.model import Checkpoint, IteratorType, StartPosition
 from esm.protocols import StreamAPI
-from esm.sources._shards import ShardedStreamRunner, ShardPhase, StreamSettings
 from esm.sources.dynamodb_streams import (
     MAX_RECORDS_PER_CALL,
     POLL_INTERVAL_SECONDS,
@@ -85,7 +86,7 @@ def make_runner(
     start: IteratorType = IteratorType.TRIM_HORIZON,
     poll_interval: float = 0.05,
     parallelization: int = 1,
-) -> ShardedStreamRunner:
+) -> StreamEngine:
     metrics = Metrics()
     api: StreamAPI = make_api(client, arn)
     settings = StreamSettings(
@@ -103,12 +104,10 @@ def make_runner(
         name="fn", arn="arn:aws:lambda:us-east-1:000000000000:function:fn", timeout=3
     )
     deliverer = Deliverer(backend, target, "m1", metrics, backoff=FAST)
-    return ShardedStreamRunner(api, settings, deliverer, store, metrics)
+    return StreamEngine(api, settings, deliverer, store, metrics)
 
 
-async def run_until(
-    runner: ShardedStreamRunner, done: Callable[[], bool], timeout: float = 20
-) -> None:
+async def run_until(runner: StreamEngine, done: Callable[[], bool], timeout: float = 20) -> None:
     """Run the mapping until `done()` holds, then stop it gracefully."""
     with anyio.fail_after(timeout):
         async with anyio.create_task_group() as tg:

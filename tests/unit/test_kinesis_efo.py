@@ -14,10 +14,11 @@ from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import ShardPhase, StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.errors import SourceError, TransientSourceError
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.sources._shards import ShardedStreamRunner, ShardPhase, StreamSettings
 from esm.sources.kinesis import KinesisRecordFactory
 from esm.sources.kinesis_efo import (
     FAN_OUT_POLL_INTERVAL_SECONDS,
@@ -79,7 +80,7 @@ def make_runner(
     batch_size: int = 100,
     start: StartPosition | None = None,
     metrics: Metrics | None = None,
-) -> ShardedStreamRunner:
+) -> StreamEngine:
     metrics = metrics or Metrics()
     settings = StreamSettings(
         mapping_id="m1",
@@ -94,12 +95,10 @@ def make_runner(
         name="fn", arn="arn:aws:lambda:us-east-1:000000000000:function:fn", timeout=3
     )
     deliverer = Deliverer(backend, target, "m1", metrics, backoff=FAST)
-    return ShardedStreamRunner(api, settings, deliverer, store, metrics)
+    return StreamEngine(api, settings, deliverer, store, metrics)
 
 
-async def run_until(
-    runner: ShardedStreamRunner, done: Callable[[], bool], timeout: float = 20
-) -> None:
+async def run_until(runner: StreamEngine, done: Callable[[], bool], timeout: float = 20) -> None:
     """Run the mapping until `done()` holds, then stop it gracefully."""
     with anyio.fail_after(timeout):
         async with anyio.create_task_group() as tg:

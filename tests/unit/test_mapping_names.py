@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import esm
 from esm.config import describe_config, parse_config
 from esm.engine.driver import Deliverer, DeliveryOutcome, FunctionTarget, InFlight
+from esm.engine.lifecycle import Interruptible
 from esm.engine.retry import Backoff
 from esm.errors import ConfigError
 from esm.events import create_record
@@ -193,7 +194,9 @@ async def test_concurrent_invocations_counts_invocations_in_flight() -> None:
         record = create_record(sequence=str(lane), order=lane, key="k", arrival=1.0, entry={})
         batch = Batch(f"shardId-00000000000{lane}", [record])
         in_flight = InFlight(str(lane), str(lane), 1, 0.0)
-        outcomes.append(await deliverer.deliver(batch, stopping=anyio.Event(), in_flight=in_flight))
+        outcomes.append(
+            await deliverer.deliver(batch, interrupt=Interruptible(), in_flight=in_flight)
+        )
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:

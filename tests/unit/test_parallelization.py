@@ -13,9 +13,10 @@ from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.metrics import Metrics
 from esm.model import Checkpoint, Invocation, InvokeResult, IteratorType, ResultKind, StartPosition
-from esm.sources._shards import ShardedStreamRunner, StreamSettings
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.testing import FakeKinesisClient
 
@@ -113,7 +114,7 @@ async def _run(
     )
     target = FunctionTarget(name="fn", arn="arn:aws:lambda:us-east-1:0:function:fn", timeout=3)
     deliverer = Deliverer(backend, target, "m", metrics, backoff=Backoff(0.001, 0.002))
-    runner = ShardedStreamRunner(api, settings_, deliverer, store, metrics)
+    runner = StreamEngine(api, settings_, deliverer, store, metrics)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run)

@@ -13,10 +13,11 @@ from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.metrics import Metrics, ReadClock
 from esm.model import IteratorType, RecordsPage, StartPosition
 from esm.protocols import StreamAPI
-from esm.sources._shards import ShardedStreamRunner, StreamSettings
 from esm.sources.dynamodb_streams import DynamoDBRecordFactory, DynamoDBStreamAPI
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.sources.kinesis_efo import (
@@ -107,7 +108,7 @@ def stream_runner(
     *,
     batch_size: int = 100,
     poll_interval: float = 0.05,
-) -> ShardedStreamRunner:
+) -> StreamEngine:
     settings = StreamSettings(
         mapping_id="m1",
         starting_position=StartPosition(IteratorType.TRIM_HORIZON),
@@ -118,9 +119,7 @@ def stream_runner(
         read_backoff=FAST,
     )
     deliverer = Deliverer(backend, TARGET, "m1", metrics, backoff=FAST)
-    return ShardedStreamRunner(
-        api, settings, deliverer, MemoryCheckpointStore(), metrics, clock=clock
-    )
+    return StreamEngine(api, settings, deliverer, MemoryCheckpointStore(), metrics, clock=clock)
 
 
 def kinesis_api(client: Any) -> KinesisStreamAPI:

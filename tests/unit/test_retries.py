@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from esm.engine.driver import Deliverer, DeliveryOutcome, FunctionTarget, GiveUp, InFlight
+from esm.engine.lifecycle import Interruptible
 from esm.engine.retry import Backoff, GiveUpCondition, RetryPolicy
 from esm.events import create_record
 from esm.metrics import Metrics
@@ -46,7 +47,7 @@ class Outcome:
     async def on_settled(self, records: Sequence[Record]) -> None:
         self.settled.extend(r.sequence for r in records)
 
-    async def discard(self, give_up: GiveUp, stopping: anyio.Event) -> bool:
+    async def discard(self, give_up: GiveUp, interrupt: Interruptible) -> bool:
         self.given_up.append(give_up)
         return True
 
@@ -62,7 +63,7 @@ async def _deliver(
     in_flight = InFlight(batch.first.sequence, batch.last.sequence, len(records), 0.0)
     with anyio.fail_after(30):
         return await deliverer.deliver(
-            batch, stopping=anyio.Event(), in_flight=in_flight, on_settled=outcome.on_settled
+            batch, interrupt=Interruptible(), in_flight=in_flight, on_settled=outcome.on_settled
         )
 
 

@@ -13,10 +13,12 @@ from structlog.testing import capture_logs
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
+from esm.engine.lanes import lane_of
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.sources._shards import ShardedStreamRunner, StreamSettings, lane_of
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.sources.sqs import QueueRunner, QueueSettings
 from esm.testing import (
@@ -48,7 +50,7 @@ def stream_runner(
     *,
     parallelization: int = 1,
     backoff: Backoff = FAST,
-) -> ShardedStreamRunner:
+) -> StreamEngine:
     metrics = Metrics()
     factory = KinesisRecordFactory(
         stream_arn=STREAM_ARN, region="us-east-1", identity_arn="arn:aws:iam::0:role/esm"
@@ -64,7 +66,7 @@ def stream_runner(
         read_backoff=FAST,
     )
     deliverer = Deliverer(backend, TARGET, "m1", metrics, backoff=backoff)
-    return ShardedStreamRunner(api, settings, deliverer, MemoryCheckpointStore(), metrics)
+    return StreamEngine(api, settings, deliverer, MemoryCheckpointStore(), metrics)
 
 
 def queue_runner(
@@ -90,7 +92,7 @@ def queue_runner(
     return QueueRunner(client, settings, deliverer, metrics)
 
 
-async def stop_with_grace(runner: ShardedStreamRunner | QueueRunner, tg: Any) -> None:
+async def stop_with_grace(runner: StreamEngine | QueueRunner, tg: Any) -> None:
     """What the daemon does: stop reading, then cancel whatever runs past the grace period."""
     runner.stop()
     tg.cancel_scope.deadline = anyio.current_time() + GRACE

@@ -14,9 +14,10 @@ from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
 from esm.engine.retry import Backoff
+from esm.engine.stream_model import ShardPhase, StreamSettings
+from esm.engine.streams import StreamEngine
 from esm.metrics import Metrics
 from esm.model import IteratorType, StartPosition
-from esm.sources._shards import ShardedStreamRunner, ShardPhase, StreamSettings
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 from esm.testing import FakeKinesisClient, RecordingBackend, function_error, kinesis_data
 
@@ -36,7 +37,7 @@ def make_runner(
     window: float = 0.0,
     start: IteratorType = IteratorType.TRIM_HORIZON,
     metrics: Metrics | None = None,
-) -> ShardedStreamRunner:
+) -> StreamEngine:
     metrics = metrics or Metrics()
     factory = KinesisRecordFactory(
         stream_arn=ARN, region="us-east-1", identity_arn="arn:aws:iam::000000000000:role/esm"
@@ -56,12 +57,10 @@ def make_runner(
         name="fn", arn="arn:aws:lambda:us-east-1:000000000000:function:fn", timeout=3
     )
     deliverer = Deliverer(backend, target, "m1", metrics, backoff=FAST)
-    return ShardedStreamRunner(api, settings, deliverer, store, metrics)
+    return StreamEngine(api, settings, deliverer, store, metrics)
 
 
-async def run_until(
-    runner: ShardedStreamRunner, done: Callable[[], bool], timeout: float = 20
-) -> None:
+async def run_until(runner: StreamEngine, done: Callable[[], bool], timeout: float = 20) -> None:
     """Run the mapping until `done()` holds, then stop it gracefully."""
     with anyio.fail_after(timeout):
         async with anyio.create_task_group() as tg:
