@@ -21,8 +21,7 @@ import argparse
 import base64
 import os
 import time
-from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
 
 import anyio
 import anyio.lowlevel
@@ -46,6 +45,13 @@ from common import (
     table,
 )
 
+from esm.aws.kinesis import (
+    GetRecordsOutput,
+    GetShardIteratorOutput,
+    KinesisClient,
+    KinesisRecord,
+    ListShardsOutput,
+)
 from esm.model import Record, RecordsPage, ShardInfo, StartPosition
 from esm.protocols import StreamAPI
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
@@ -125,7 +131,7 @@ class CannedKinesisClient:
     def __init__(self, shards: int, total: int, page: int = PAGE_RECORDS) -> None:
         self.shard_ids = [_shard_id(i) for i in range(shards)]
         self.sizes = _pages_per_shard(total, shards, page)
-        self.pools: dict[str, list[list[dict[str, Any]]]] = {}
+        self.pools: dict[str, list[list[KinesisRecord]]] = {}
         data = os.urandom(RECORD_BYTES)
         # As botocore parses it: an aware datetime in the local zone (dateutil's tzlocal).
         arrival = parse_timestamp(round(time.time(), 3))
@@ -133,7 +139,7 @@ class CannedKinesisClient:
         for shard_id in self.shard_ids:
             pool = []
             for _ in range(POOL_PAGES):
-                raw = []
+                raw: list[KinesisRecord] = []
                 for n in range(page):
                     sequence += 1
                     raw.append(
@@ -147,7 +153,9 @@ class CannedKinesisClient:
                 pool.append(raw)
             self.pools[shard_id] = pool
 
-    async def list_shards(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def list_shards(
+        self, *, StreamName: str | None = None, NextToken: str | None = None
+    ) -> ListShardsOutput:
         await anyio.lowlevel.checkpoint()
         return {
             "Shards": [
@@ -156,17 +164,25 @@ class CannedKinesisClient:
             ]
         }
 
-    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def get_shard_iterator(
+        self,
+        *,
+        StreamName: str,
+        ShardId: str,
+        ShardIteratorType: str,
+        StartingSequenceNumber: str | None = None,
+        Timestamp: datetime | float | None = None,
+    ) -> GetShardIteratorOutput:
         await anyio.lowlevel.checkpoint()
-        return {"ShardIterator": f"{kwargs['ShardId']}|0"}
+        return {"ShardIterator": f"{ShardId}|0"}
 
-    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def get_records(self, *, ShardIterator: str, Limit: int) -> GetRecordsOutput:
         await anyio.lowlevel.checkpoint()
-        shard_id, index_text = kwargs["ShardIterator"].rsplit("|", 1)
+        shard_id, index_text = ShardIterator.rsplit("|", 1)
         index = int(index_text)
-        size = min(self.sizes[index], int(kwargs.get("Limit", PAGE_RECORDS)))
+        size = min(self.sizes[index], Limit)
         records = self.pools[shard_id][index % POOL_PAGES]
-        answer: dict[str, Any] = {
+        answer: GetRecordsOutput = {
             "Records": records if size == len(records) else records[:size],
             "MillisBehindLatest": 1000,
         }
@@ -185,8 +201,10 @@ def make_api(source: str, shards: int, total: int) -> StreamAPI:
     if source == "records":
         return CannedStreamAPI(shards, total)
     factory = KinesisRecordFactory(stream_arn=STREAM_ARN, region=REGION, identity_arn=IDENTITY_ARN)
+    # Declared the typed client, so that mypy checks the canned answers' shapes.
+    client: KinesisClient = CannedKinesisClient(shards, total)
     return KinesisStreamAPI(
-        CannedKinesisClient(shards, total),
+        client,
         stream_name=STREAM,
         stream_arn=STREAM_ARN,
         records=factory,

@@ -55,6 +55,28 @@ class ResourceNotFound(SourceError):
     """The stream, shard or queue does not exist (or no longer does)."""
 
 
+class DataTrimmed(ExpiredIterator):
+    """The records asked for are past the stream's retention and gone: read on from the
+    oldest record left (TrimmedDataAccessException)."""
+
+
+class AccessDenied(SourceError):
+    """AWS refused the call: the credentials lack a permission, or are not accepted."""
+
+
+class ServiceUnreachable(TransientSourceError):
+    """No answer from AWS: connection refused or reset, DNS, a connect timeout."""
+
+
+class ReadTimedOut(ServiceUnreachable):
+    """The request went out but no answer came within the client's read timeout."""
+
+
+class NoCredentials(TransientSourceError):
+    """No AWS credentials were found. Retried, so that esm stays up and says what is wrong;
+    a client looks for credentials when it is created, so only a restart picks up new ones."""
+
+
 class CheckpointError(EsmError):
     """The checkpoint store could not load or save."""
 

@@ -1,1 +1,2 @@
-"""The AWS edge: typed clients of the calls esm makes, and one error translator."""
+"""The AWS edge: the narrow typed client of each service esm calls, and the one translator of
+client failures into esm's error tree. It depends on botocore and esm's core only."""

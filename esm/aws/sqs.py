@@ -1,13 +1,14 @@
-"""The SQS calls esm makes, typed: a narrow client Protocol and the shapes of its answers.
+"""The SQS calls esm makes, typed: narrow client Protocols and the shapes of their answers.
 
-An aiobotocore SQS client satisfies `SqsClient`; so does `esm.testing.FakeSqsClient`. Only
+`SqsClient` is what the SQS source calls; `SqsSendClient` what the on-failure destination
+calls. An aiobotocore SQS client satisfies both; `esm.testing.FakeSqsClient` the first. Only
 the parameters and answer fields esm uses are named: the rest of the API stays out of view.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict, cast
 
 
 class GetQueueUrlResult(TypedDict):
@@ -80,7 +81,7 @@ class BatchResult(TypedDict, total=False):
 
 class SqsClient(Protocol):
     """The five SQS calls esm makes. Each raises the client's exception on failure, which
-    `esm.sources._aws.translate_error` turns into esm's error tree."""
+    `esm.aws.errors.translate_error` turns into esm's error tree."""
 
     async def get_queue_url(
         self, *, QueueName: str, QueueOwnerAWSAccountId: str
@@ -107,3 +108,34 @@ class SqsClient(Protocol):
     async def change_message_visibility_batch(
         self, *, QueueUrl: str, Entries: Sequence[BatchEntry]
     ) -> BatchResult: ...
+
+
+# -- the on-failure destination's calls ---------------------------------------------------
+
+
+class GetQueueUrlInput(TypedDict):
+    QueueName: str
+    QueueOwnerAWSAccountId: NotRequired[str]
+
+
+class SendMessageOutput(TypedDict):
+    MessageId: NotRequired[str]
+    MD5OfMessageBody: NotRequired[str]
+    SequenceNumber: NotRequired[str]
+
+
+class SqsSendClient(Protocol):
+    """The SQS calls the on-failure destination makes; an aiobotocore "sqs" client has them."""
+
+    async def get_queue_url(
+        self, *, QueueName: str, QueueOwnerAWSAccountId: str = ...
+    ) -> GetQueueUrlResult: ...
+
+    async def send_message(self, *, QueueUrl: str, MessageBody: str) -> SendMessageOutput: ...
+
+
+def sqs_send_client(client: Any) -> SqsSendClient:
+    """An aiobotocore "sqs" client as the typed client the destination uses (aiobotocore's
+    clients carry no types: this is the one place that says it fits; the integration tests
+    run it)."""
+    return cast(SqsSendClient, client)

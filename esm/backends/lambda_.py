@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Final, Protocol
+from typing import Final
 
-import aiohttp
 import anyio
-from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
+from esm.aws.errors import Refusal, aws_call, refusal
+from esm.aws.lambda_ import InvokeInput, InvokeOutput, LambdaClient, PayloadStream
 from esm.backends._context import (
     DEFAULT_VERSION,
     describe,
@@ -18,7 +18,14 @@ from esm.backends._context import (
     timed_out,
 )
 from esm.backends.http import parse_retry_after
-from esm.errors import BackendError
+from esm.errors import (
+    BackendError,
+    EsmError,
+    NoCredentials,
+    ReadTimedOut,
+    ServiceUnreachable,
+    ThroughputExceeded,
+)
 from esm.model import MAX_INVOKE_PAYLOAD_BYTES, Invocation, InvokeResult, ResultKind
 
 # Lambda enforces the function's own timeout and answers with its own "Task timed out" error;
@@ -27,8 +34,6 @@ from esm.model import MAX_INVOKE_PAYLOAD_BYTES, Invocation, InvokeResult, Result
 # margin (esm.engine.driver) so that this backend, not the pipeline, reports the timeout.
 TIMEOUT_MARGIN_SECONDS: Final = 1.0
 
-# The function had no capacity left: a throttle, retried after Retry-After when one is sent.
-THROTTLE_CODES: Final = frozenset({"TooManyRequestsException", "ThrottlingException"})
 # Lambda rejected this request because of its payload, before the function ran. Sending the
 # same bytes again cannot succeed, so these fail like a function error: the retry policy
 # (retry attempts, bisecting, the on-failure destination) decides what becomes of the batch,
@@ -53,12 +58,6 @@ _HINTS: Final[Mapping[str, str]] = {
 }
 
 _READ_CHUNK_BYTES: Final = 64 * 1024
-
-
-class LambdaClient(Protocol):
-    """The slice of an aiobotocore "lambda" client that the backend uses."""
-
-    async def invoke(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
 
 class LambdaBackend:
@@ -112,7 +111,7 @@ class LambdaBackend:
     async def invoke(self, invocation: Invocation) -> InvokeResult:
         started = time.monotonic()
         if self._closed:
-            return _system_error("the Lambda backend is closed", started)
+            return _system_error("the Lambda backend is closed", time.monotonic() - started)
         timeout = min(invocation.timeout, self.timeout)
         budget = max(min(invocation.deadline - time.time(), self.timeout), 0.0)
         result: InvokeResult | None = None
@@ -123,34 +122,21 @@ class LambdaBackend:
         return result
 
     async def _invoke(self, invocation: Invocation, started: float) -> InvokeResult:
-        kwargs: dict[str, Any] = {
+        request: InvokeInput = {
             "FunctionName": self.function_name,
             "InvocationType": "RequestResponse",
             "Payload": invocation.payload,
         }
         if self.qualifier is not None:
-            kwargs["Qualifier"] = self.qualifier
+            request["Qualifier"] = self.qualifier
         try:
-            answer = await self.client.invoke(**kwargs)
-            body = await _read_payload(answer.get("Payload"))
-        except ClientError as exc:
-            return classify_client_error(exc, self.target, duration=time.monotonic() - started)
-        except ReadTimeoutError as exc:
-            # The client gave up before the function's timeout: its read timeout is shorter
-            # than the function may run, which is not the function failing on this batch.
-            return _system_error(
-                f"no answer from {self.target} within the Lambda client's read timeout, "
-                f"which must exceed the function timeout: {exc}",
-                started,
-            )
-        except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
-            # No answer at all (refused, DNS, reset, connect timeout, credentials): the
-            # function never ran, so this is retried without counting against it.
-            return _system_error(f"cannot invoke {self.target}: {_detail(exc)}", started)
-        except Exception as exc:  # noqa: BLE001 - AWS boundary
-            # The backend promises an InvokeResult for every outcome; an unexpected client
-            # failure must not take the shard's runner down with it.
-            return _system_error(f"invoking {self.target} failed: {_detail(exc)}", started)
+            with aws_call("Invoke"):
+                answer = await self.client.invoke(**request)
+                body = await _read_payload(answer.get("Payload"))
+        except EsmError as error:
+            # The backend promises an InvokeResult for every outcome: no client failure may
+            # take the shard's runner down with it.
+            return classify_failure(error, self.target, duration=time.monotonic() - started)
         if body is None:
             return response_too_large(time.monotonic() - started, _status(answer))
         return classify_answer(answer, body, duration=time.monotonic() - started)
@@ -159,9 +145,7 @@ class LambdaBackend:
         self._closed = True
 
 
-def classify_answer(
-    answer: Mapping[str, Any], body: bytes, *, duration: float = 0.0
-) -> InvokeResult:
+def classify_answer(answer: InvokeOutput, body: bytes, *, duration: float = 0.0) -> InvokeResult:
     """The outcome of an Invoke call that Lambda answered (its status is 2xx)."""
     response = parse_answer(body)
     status = _status(answer)
@@ -187,25 +171,51 @@ def classify_answer(
     )
 
 
-def classify_client_error(
-    exc: ClientError, target: str, *, duration: float = 0.0, now: float | None = None
+def classify_failure(
+    error: EsmError, target: str, *, duration: float = 0.0, now: float | None = None
 ) -> InvokeResult:
-    """The outcome of an Invoke call that Lambda refused (see docs/backend-lambda.md)."""
-    response: Mapping[str, Any] = exc.response
-    error: Mapping[str, Any] = response.get("Error") or {}
-    metadata: Mapping[str, Any] = response.get("ResponseMetadata") or {}
-    code = str(error.get("Code") or "")
-    message = str(error.get("Message") or response.get("message") or "").strip()
-    status = int(metadata.get("HTTPStatusCode") or 0)
+    """The outcome of an Invoke call that failed, as `esm.aws.errors.aws_call` translated it
+    (see docs/backend-lambda.md): a refusal by Lambda, or no answer at all."""
+    refused = refusal(error)
+    if refused is not None:
+        return classify_refusal(error, refused, target, duration=duration, now=now)
+    cause = error.__cause__ or error
+    if isinstance(error, ReadTimedOut):
+        # The client gave up before the function's timeout: its read timeout is shorter
+        # than the function may run, which is not the function failing on this batch.
+        return _system_error(
+            f"no answer from {target} within the Lambda client's read timeout, "
+            f"which must exceed the function timeout: {cause}",
+            duration,
+        )
+    if isinstance(error, ServiceUnreachable | NoCredentials):
+        # No answer at all (refused, DNS, reset, connect timeout, credentials): the
+        # function never ran, so this is retried without counting against it.
+        return _system_error(f"cannot invoke {target}: {_detail(cause)}", duration)
+    return _system_error(f"invoking {target} failed: {_detail(cause)}", duration)
+
+
+def classify_refusal(
+    error: EsmError,
+    refused: Refusal,
+    target: str,
+    *,
+    duration: float = 0.0,
+    now: float | None = None,
+) -> InvokeResult:
+    """The outcome of an Invoke call that Lambda refused: the translated error says whether it
+    was a throttle, the refusal's code whether the payload was rejected."""
+    code, status, message = refused.code, refused.status, refused.message
     description = f"{target}: {code or 'error'} (HTTP {status})"
     if message:
         description += f": {' '.join(message.split())}"
-    if code in THROTTLE_CODES or status == 429:
+    if isinstance(error, ThroughputExceeded):
+        # The function had no capacity left: retried after Retry-After when one is sent.
         return InvokeResult(
             kind=ResultKind.THROTTLE,
             error=description,
             status_code=status,
-            retry_after=_retry_after(response, metadata, now),
+            retry_after=_retry_after(refused, now),
             duration=duration,
         )
     if code in PAYLOAD_REJECTED_CODES or status == 413:
@@ -242,7 +252,7 @@ def name_qualifier(function_name: str) -> str | None:
     return parts[1] if len(parts) == 2 else None
 
 
-async def _read_payload(payload: Any) -> bytes | None:
+async def _read_payload(payload: PayloadStream | bytes | None) -> bytes | None:
     """The answer's body (a streaming body, or bytes from stand-in clients), or None when it
     is larger than a synchronous invocation may return."""
     if payload is None:
@@ -268,31 +278,24 @@ async def _read_payload(payload: Any) -> bytes | None:
     return b"".join(chunks)
 
 
-def _retry_after(
-    response: Mapping[str, Any], metadata: Mapping[str, Any], now: float | None
-) -> float | None:
-    headers: Mapping[str, Any] = metadata.get("HTTPHeaders") or {}
+def _retry_after(refused: Refusal, now: float | None) -> float | None:
+    headers = refused.headers
     value = headers.get("retry-after") or headers.get("Retry-After")
     if value is None:
         # botocore parses the header into the error's modeled retryAfterSeconds member.
-        value = response.get("retryAfterSeconds")
+        value = refused.response.get("retryAfterSeconds")
     return parse_retry_after(str(value), now) if value is not None else None
 
 
-def _status(answer: Mapping[str, Any]) -> int:
+def _status(answer: InvokeOutput) -> int:
     status = answer.get("StatusCode")
     if status is None:
-        status = (answer.get("ResponseMetadata") or {}).get("HTTPStatusCode", 200)
+        status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
     return int(status)
 
 
-def _system_error(error: str, started: float) -> InvokeResult:
-    return InvokeResult(
-        kind=ResultKind.SYSTEM_ERROR,
-        error=error,
-        status_code=0,
-        duration=time.monotonic() - started,
-    )
+def _system_error(error: str, duration: float) -> InvokeResult:
+    return InvokeResult(kind=ResultKind.SYSTEM_ERROR, error=error, status_code=0, duration=duration)
 
 
 def _detail(exc: BaseException) -> str:

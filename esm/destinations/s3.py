@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from esm.destinations import destination_error, parse_arn
+from esm.aws.errors import aws_call
+from esm.aws.s3 import S3Client
+from esm.destinations import parse_arn
 from esm.errors import ConfigError
 from esm.events import s3_failure_key, s3_failure_object
-
-
-class S3Client(Protocol):
-    """The S3 call the destination makes; an aiobotocore client satisfies it."""
-
-    async def put_object(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
 
 class S3Destination:
@@ -43,14 +39,10 @@ class S3Destination:
 
     async def send(self, record: Mapping[str, Any], payload: bytes, partition: str) -> None:
         key = s3_failure_key(self.mapping_uuid, partition, self.clock())
-        try:
+        with aws_call(f"on-failure destination {self.bucket_arn}: PutObject {key}"):
             await self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=s3_failure_object(record, payload),
                 ContentType="application/json",
             )
-        except Exception as exc:
-            raise destination_error(
-                exc, f"on-failure destination {self.bucket_arn}: PutObject {key}"
-            ) from exc

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from esm.destinations import destination_error, parse_arn
+from esm.aws.errors import aws_call
+from esm.aws.sns import SnsClient
+from esm.destinations import parse_arn
 from esm.errors import ConfigError, SourceError
 
 # SNS refuses messages over 256 KB (262,144 bytes of UTF-8).
 MAX_SNS_MESSAGE_BYTES = 256 * 1024
-
-
-class SnsClient(Protocol):
-    """The SNS call the destination makes; an aiobotocore client satisfies it."""
-
-    async def publish(self, **kwargs: Any) -> Mapping[str, Any]: ...
 
 
 class SnsDestination:
@@ -39,9 +35,5 @@ class SnsDestination:
                 f"{partition} is {len(message)} bytes, over SNS's limit of "
                 f"{MAX_SNS_MESSAGE_BYTES} bytes"
             )
-        try:
+        with aws_call(f"on-failure destination {self.topic_arn}: Publish"):
             await self.client.publish(TopicArn=self.topic_arn, Message=message.decode("utf-8"))
-        except Exception as exc:
-            raise destination_error(
-                exc, f"on-failure destination {self.topic_arn}: Publish"
-            ) from exc

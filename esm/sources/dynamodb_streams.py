@@ -6,15 +6,33 @@ import base64
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import structlog
 
-from esm.errors import ExpiredIterator, SourceError
+from esm.aws.dynamodb_streams import (
+    DescribeStreamInput,
+    DynamoDBStreamsClient,
+    GetShardIteratorInput,
+    StreamShard,
+    enable_wire_records,
+)
+from esm.aws.errors import aws_call
+from esm.aws.wire import WIRE_FORM
+from esm.errors import DataTrimmed, SourceError
 from esm.events import create_record, dynamodb_entry
 from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
-from esm.sources._aws import WIRE_FORM, error_code, keep_wire_records, translate_error
+
+# Re-exported: the daemon enables the wire form from here.
+__all__ = [
+    "MAX_RECORDS_PER_CALL",
+    "POLL_INTERVAL_SECONDS",
+    "DynamoDBRecordFactory",
+    "DynamoDBStreamAPI",
+    "DynamoDBStreamsClient",
+    "enable_wire_records",
+]
 
 POLL_INTERVAL_SECONDS = 0.25
 """Seconds between GetRecords calls on a DynamoDB shard: Lambda polls each one 4 times a second.
@@ -28,32 +46,8 @@ MAX_RECORDS_PER_CALL = 1000
 # DescribeStream returns at most 100 shards a page.
 _DESCRIBE_PAGE_LIMIT = 100
 _SEQUENCE_TYPES = (IteratorType.AFTER_SEQUENCE_NUMBER, IteratorType.AT_SEQUENCE_NUMBER)
-_TRIMMED = "TrimmedDataAccessException"
 
 log = structlog.get_logger("esm.dynamodb_streams")
-
-
-class DynamoDBStreamsClient(Protocol):
-    """The DynamoDB Streams calls esm makes; an aiobotocore `dynamodbstreams` client has them."""
-
-    async def describe_stream(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-
-def enable_wire_records(client: Any) -> None:
-    """Make `client` (an aiobotocore DynamoDB Streams client) answer GetRecords in wire form.
-
-    Besides saving botocore's per-record work, the wire form is what the Lambda event needs:
-    binary attributes stay base64 and ApproximateCreationDateTime stays epoch seconds.
-    """
-    client.meta.events.register(
-        "before-parse.dynamodb-streams.GetRecords",
-        keep_wire_records,
-        unique_id="esm-dynamodb-wire-records",
-    )
 
 
 class DynamoDBRecordFactory:
@@ -165,19 +159,20 @@ class DynamoDBStreamAPI:
 
     async def list_shards(self) -> list[ShardInfo]:
         shards: list[ShardInfo] = []
-        kwargs: dict[str, Any] = {"StreamArn": self._stream_arn, "Limit": _DESCRIBE_PAGE_LIMIT}
+        request: DescribeStreamInput = {
+            "StreamArn": self._stream_arn,
+            "Limit": _DESCRIBE_PAGE_LIMIT,
+        }
         while True:
-            try:
-                answer = await self.client.describe_stream(**kwargs)
-            except Exception as exc:
-                raise translate_error(exc, "DescribeStream") from exc
-            description = answer.get("StreamDescription") or {}
+            with aws_call("DescribeStream"):
+                answer = await self.client.describe_stream(**request)
+            description = answer["StreamDescription"]
             shards.extend(_shard_info(raw) for raw in description.get("Shards", ()))
             last = description.get("LastEvaluatedShardId")
             # A service that repeats its cursor would otherwise be paged forever.
-            if not last or last == kwargs.get("ExclusiveStartShardId"):
+            if not last or last == request.get("ExclusiveStartShardId"):
                 return shards
-            kwargs["ExclusiveStartShardId"] = last
+            request["ExclusiveStartShardId"] = last
 
     async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
         if position.type is IteratorType.AT_TIMESTAMP:
@@ -185,43 +180,38 @@ class DynamoDBStreamAPI:
                 "GetShardIterator: a DynamoDB stream mapping starts at TRIM_HORIZON or LATEST; "
                 "AT_TIMESTAMP is a Kinesis-only StartingPosition in Lambda"
             )
-        kwargs: dict[str, Any] = {
+        request: GetShardIteratorInput = {
             "StreamArn": self._stream_arn,
             "ShardId": shard_id,
             "ShardIteratorType": position.type.value,
         }
-        if position.type in _SEQUENCE_TYPES:
-            kwargs["SequenceNumber"] = position.sequence
+        if position.type in _SEQUENCE_TYPES and position.sequence is not None:
+            request["SequenceNumber"] = position.sequence
         try:
-            answer = await self.client.get_shard_iterator(**kwargs)
-        except Exception as exc:
-            if error_code(exc) == _TRIMMED and position.type in _SEQUENCE_TYPES:
-                # The records after `position` are older than the stream's 24-hour retention
-                # and gone; what remains begins at the trim horizon, so reading resumes there.
-                log.warning(
-                    "records after the checkpoint were trimmed, resuming at TRIM_HORIZON",
-                    stream=self._stream_arn,
-                    shard=shard_id,
-                    after=position.sequence,
-                )
-                return await self.get_shard_iterator(
-                    shard_id, StartPosition(IteratorType.TRIM_HORIZON)
-                )
-            raise translate_error(exc, "GetShardIterator") from exc
-        return str(answer["ShardIterator"])
+            with aws_call("GetShardIterator"):
+                answer = await self.client.get_shard_iterator(**request)
+        except DataTrimmed:
+            if position.type not in _SEQUENCE_TYPES:
+                raise
+            # The records after `position` are older than the stream's 24-hour retention
+            # and gone; what remains begins at the trim horizon, so reading resumes there.
+            log.warning(
+                "records after the checkpoint were trimmed, resuming at TRIM_HORIZON",
+                stream=self._stream_arn,
+                shard=shard_id,
+                after=position.sequence,
+            )
+            return await self.get_shard_iterator(shard_id, StartPosition(IteratorType.TRIM_HORIZON))
+        return answer["ShardIterator"]
 
     async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
-        try:
+        # An iterator before the trim horizon raises DataTrimmed, an ExpiredIterator: the
+        # runner asks for a new iterator after its last record, and that request falls back
+        # to TRIM_HORIZON above.
+        with aws_call("GetRecords"):
             answer = await self.client.get_records(
                 ShardIterator=iterator, Limit=max(1, min(limit, MAX_RECORDS_PER_CALL))
             )
-        except Exception as exc:
-            if error_code(exc) == _TRIMMED:
-                # The iterator points before the trim horizon. The runner answers an expired
-                # iterator by asking for one after its last record, and that request falls
-                # back to TRIM_HORIZON above.
-                raise ExpiredIterator(f"GetRecords: {exc}") from exc
-            raise translate_error(exc, "GetRecords") from exc
         create = self.records.from_wire if answer.get(WIRE_FORM) else self.records.from_api
         # No MillisBehindLatest on DynamoDB Streams: the page says nothing about lag.
         return RecordsPage(
@@ -230,12 +220,12 @@ class DynamoDBStreamAPI:
         )
 
 
-def _shard_info(raw: Mapping[str, Any]) -> ShardInfo:
+def _shard_info(raw: StreamShard) -> ShardInfo:
     parent = raw.get("ParentShardId")
-    seq_range = raw.get("SequenceNumberRange") or {}
+    seq_range = raw["SequenceNumberRange"]
     return ShardInfo(
         shard_id=raw["ShardId"],
         parent_ids=(parent,) if parent else (),
-        starting_sequence=seq_range.get("StartingSequenceNumber"),
+        starting_sequence=seq_range["StartingSequenceNumber"],
         ending_sequence=seq_range.get("EndingSequenceNumber"),
     )

@@ -5,28 +5,22 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
+from esm.aws.errors import aws_call
+from esm.aws.kinesis import (
+    GetShardIteratorInput,
+    KinesisClient,
+    ListShardsOutput,
+    Shard,
+    enable_wire_records,
+)
+from esm.aws.wire import WIRE_FORM
 from esm.events import create_record, kinesis_entry
 from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
-from esm.sources._aws import WIRE_FORM, keep_wire_records, translate_error
 
-
-class KinesisClient(Protocol):
-    """The Kinesis calls esm makes; an aiobotocore client satisfies it."""
-
-    async def list_shards(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-
-def enable_wire_records(client: Any) -> None:
-    """Make `client` (an aiobotocore Kinesis client) answer GetRecords in wire form."""
-    client.meta.events.register(
-        "before-parse.kinesis.GetRecords", keep_wire_records, unique_id="esm-wire-records"
-    )
+# Re-exported: the daemon and the benchmarks enable the wire form from here.
+__all__ = ["KinesisClient", "KinesisRecordFactory", "KinesisStreamAPI", "enable_wire_records"]
 
 
 class KinesisRecordFactory:
@@ -98,41 +92,38 @@ class KinesisStreamAPI:
 
     async def list_shards(self) -> list[ShardInfo]:
         shards: list[ShardInfo] = []
-        kwargs: dict[str, Any] = {"StreamName": self.stream_name}
+        token: str | None = None
         while True:
-            try:
-                answer = await self.client.list_shards(**kwargs)
-            except Exception as exc:
-                raise translate_error(exc, "ListShards") from exc
-            for raw in answer.get("Shards", []):
-                shards.append(_shard_info(raw))
+            answer: ListShardsOutput
+            with aws_call("ListShards"):
+                # ListShards takes either the stream or the token, never both.
+                if token is None:
+                    answer = await self.client.list_shards(StreamName=self.stream_name)
+                else:
+                    answer = await self.client.list_shards(NextToken=token)
+            shards.extend(_shard_info(raw) for raw in answer.get("Shards", []))
             token = answer.get("NextToken")
             if not token:
                 return shards
-            # ListShards takes either the stream or the token, never both.
-            kwargs = {"NextToken": token}
 
     async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
-        kwargs: dict[str, Any] = {
+        request: GetShardIteratorInput = {
             "StreamName": self.stream_name,
             "ShardId": shard_id,
             "ShardIteratorType": position.type.value,
         }
         if position.type in (IteratorType.AFTER_SEQUENCE_NUMBER, IteratorType.AT_SEQUENCE_NUMBER):
-            kwargs["StartingSequenceNumber"] = position.sequence
-        elif position.type is IteratorType.AT_TIMESTAMP:
-            kwargs["Timestamp"] = position.timestamp
-        try:
-            answer = await self.client.get_shard_iterator(**kwargs)
-        except Exception as exc:
-            raise translate_error(exc, "GetShardIterator") from exc
-        return str(answer["ShardIterator"])
+            if position.sequence is not None:
+                request["StartingSequenceNumber"] = position.sequence
+        elif position.type is IteratorType.AT_TIMESTAMP and position.timestamp is not None:
+            request["Timestamp"] = position.timestamp
+        with aws_call("GetShardIterator"):
+            answer = await self.client.get_shard_iterator(**request)
+        return answer["ShardIterator"]
 
     async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
-        try:
+        with aws_call("GetRecords"):
             answer = await self.client.get_records(ShardIterator=iterator, Limit=limit)
-        except Exception as exc:
-            raise translate_error(exc, "GetRecords") from exc
         create = self.records.from_wire if answer.get(WIRE_FORM) else self.records.from_api
         return RecordsPage(
             records=[create(shard_id, raw) for raw in answer.get("Records", ())],
@@ -141,14 +132,14 @@ class KinesisStreamAPI:
         )
 
 
-def _shard_info(raw: Mapping[str, Any]) -> ShardInfo:
+def _shard_info(raw: Shard) -> ShardInfo:
     parents = tuple(
         p for p in (raw.get("ParentShardId"), raw.get("AdjacentParentShardId")) if p is not None
     )
-    seq_range = raw.get("SequenceNumberRange") or {}
+    seq_range = raw["SequenceNumberRange"]
     return ShardInfo(
         shard_id=raw["ShardId"],
         parent_ids=parents,
-        starting_sequence=seq_range.get("StartingSequenceNumber"),
+        starting_sequence=seq_range["StartingSequenceNumber"],
         ending_sequence=seq_range.get("EndingSequenceNumber"),
     )

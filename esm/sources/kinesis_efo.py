@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import structlog
 
-from esm.errors import SourceError, TransientSourceError
+from esm.aws.errors import aws_call
+from esm.aws.kinesis import (
+    KinesisFanOutClient,
+    ShardEventStream,
+    ShardEventStreamItem,
+    StartingPosition,
+    SubscribeToShardEvent,
+    close_event_stream,
+)
+from esm.errors import SourceError
 from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
-from esm.sources._aws import error_code, translate_error
-from esm.sources.kinesis import KinesisClient, KinesisRecordFactory, KinesisStreamAPI
+from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
 
 FAN_OUT_POLL_INTERVAL_SECONDS = 0.0
 """StreamSettings.poll_interval and busy_poll_interval for a fan-out mapping: get_records
@@ -52,12 +58,6 @@ def parse_consumer_arn(arn: str) -> tuple[str, str, str]:
     return found["stream_arn"], found["stream"], found["consumer"]
 
 
-class KinesisFanOutClient(KinesisClient, Protocol):
-    """The Kinesis calls a fan-out reader makes; an aiobotocore client satisfies it."""
-
-    async def subscribe_to_shard(self, **kwargs: Any) -> Mapping[str, Any]: ...
-
-
 def position_token(position: StartPosition) -> str:
     """The opaque iterator of a fan-out shard: where its subscription starts, as text."""
     if position.type in _SEQUENCE_TYPES:
@@ -71,28 +71,19 @@ def position_token(position: StartPosition) -> str:
     return str(position.type.value)
 
 
-def _starting_position(token: str) -> dict[str, Any]:
+def _starting_position(token: str) -> StartingPosition:
     """SubscribeToShard's StartingPosition for a token made by `position_token`."""
     kind, _, value = token.partition(":")
     try:
         iterator_type = IteratorType(kind)
     except ValueError:
         raise SourceError(f"{token!r} is not an enhanced fan-out position") from None
-    starting: dict[str, Any] = {"Type": iterator_type.value}
+    starting: StartingPosition = {"Type": iterator_type.value}
     if iterator_type in _SEQUENCE_TYPES:
         starting["SequenceNumber"] = value
     elif iterator_type is IteratorType.AT_TIMESTAMP:
         starting["Timestamp"] = float(value)
     return starting
-
-
-def _translate(exc: Exception) -> SourceError:
-    if error_code(exc) == "ResourceInUseException":
-        # Another subscription of this consumer to the shard is still open (AWS refuses a
-        # new call within 5 s of the previous one, as after a quick restart) or the consumer
-        # is not ACTIVE yet: both pass with time.
-        return TransientSourceError(f"SubscribeToShard: {exc}")
-    return translate_error(exc, "SubscribeToShard")
 
 
 class _Wait(enum.Enum):
@@ -102,7 +93,7 @@ class _Wait(enum.Enum):
     """The subscription is over (its lifetime ran out, or the shard ended)."""
 
 
-async def _pull(events: AsyncIterator[Mapping[str, Any]]) -> Mapping[str, Any] | _Wait:
+async def _pull(events: AsyncIterator[ShardEventStreamItem]) -> ShardEventStreamItem | _Wait:
     try:
         return await anext(events)
     except StopAsyncIteration:
@@ -113,12 +104,12 @@ async def _pull(events: AsyncIterator[Mapping[str, Any]]) -> Mapping[str, Any] |
 class _Subscription:
     """One open SubscribeToShard of one shard, and the position its next event continues."""
 
-    def __init__(self, position: str, stream: Any) -> None:
+    def __init__(self, position: str, stream: ShardEventStream) -> None:
         self.position = position
         """The token whose records this subscription serves next."""
         self._stream = stream
-        self._events: AsyncIterator[Mapping[str, Any]] = aiter(stream)
-        self._pending: asyncio.Task[Mapping[str, Any] | _Wait] | None = None
+        self._events = aiter(stream)
+        self._pending: asyncio.Task[ShardEventStreamItem | _Wait] | None = None
         self._held: list[Record] = []
         self._held_next: str | None = None
         self._held_millis: int | None = None
@@ -127,7 +118,7 @@ class _Subscription:
     def holding(self) -> bool:
         return bool(self._held)
 
-    async def next_event(self, wait: float) -> Mapping[str, Any] | _Wait:
+    async def next_event(self, wait: float) -> ShardEventStreamItem | _Wait:
         """The next pushed event, or why there is none.
 
         The read runs in a task of its own: cancelling a read of aiobotocore's event stream
@@ -173,14 +164,7 @@ class _Subscription:
                 if not task.cancelled():
                     # Retrieved, so that asyncio does not report it as never retrieved.
                     task.exception()
-            aclose = getattr(self._events, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-            close = getattr(self._stream, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+            await close_event_stream(self._stream, self._events)
 
 
 class KinesisFanOutAPI:
@@ -255,10 +239,12 @@ class KinesisFanOutAPI:
                 subscription = await self._subscribe(shard_id, iterator)
                 answered = True
             try:
-                raw = await subscription.next_event(max(0.0, deadline - time.monotonic()))
-            except Exception as exc:
+                # The event stream raises the errors AWS sends on it (an exception event).
+                with aws_call("SubscribeToShard"):
+                    raw = await subscription.next_event(max(0.0, deadline - time.monotonic()))
+            except SourceError:
                 await self._drop(shard_id)
-                raise _translate(exc) from exc
+                raise
             if raw is _Wait.TIMED_OUT:
                 # Nothing pushed yet: an empty page at the same position keeps the runner
                 # calling, and the read under way carries over to the next call.
@@ -282,7 +268,7 @@ class KinesisFanOutAPI:
             return page
 
     def _accept(
-        self, shard_id: str, subscription: _Subscription, event: Mapping[str, Any], limit: int
+        self, shard_id: str, subscription: _Subscription, event: SubscribeToShardEvent, limit: int
     ) -> RecordsPage:
         records = [self.records.from_api(shard_id, raw) for raw in event.get("Records") or ()]
         continuation = event.get("ContinuationSequenceNumber")
@@ -308,12 +294,13 @@ class KinesisFanOutAPI:
         if last is not None:
             await anyio.sleep(max(0.0, last + self.min_subscribe_interval - time.monotonic()))
         self._subscribed_at[shard_id] = time.monotonic()
-        try:
+        # ResourceInUseException, another subscription of this consumer to the shard still
+        # open (AWS refuses a new one within 5 s of the last, as after a quick restart) or a
+        # consumer not ACTIVE yet, passes with time: the translator calls it transient.
+        with aws_call("SubscribeToShard"):
             answer = await self.client.subscribe_to_shard(
                 ConsumerARN=self.consumer_arn, ShardId=shard_id, StartingPosition=starting
             )
-        except Exception as exc:
-            raise _translate(exc) from exc
         subscription = _Subscription(position, answer["EventStream"])
         self._subscriptions[shard_id] = subscription
         self.log.debug("subscribed", shard=shard_id, position=position)

@@ -1,10 +1,13 @@
-"""Fakes every source's tests share: a client error and a recording function backend."""
+"""What the fakes share: a client error, a recording function backend, and the shard log of
+the stream fakes (injected failures, iterators, where a position starts)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -77,4 +80,90 @@ def throttle(retry_after: float | None = None) -> InvokeResult:
     return InvokeResult(kind=ResultKind.THROTTLE, status_code=429, retry_after=retry_after)
 
 
-# -- DynamoDB Streams ----------------------------------------------------------------------
+# -- what the stream fakes share: injected failures, iterators, positions in a shard's log --
+
+
+class FailureInjection:
+    """`fail_next(operation, code)`: the next calls of an operation fail with an error code."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[str]] = {}
+
+    def fail_next(self, operation: str, code: str, times: int = 1) -> None:
+        """Make the next `times` calls of `operation` fail with error `code`."""
+        self._failures.setdefault(operation, []).extend([code] * times)
+
+    def _maybe_fail(self, operation: str) -> None:
+        pending = self._failures.get(operation)
+        if pending:
+            raise FakeClientError(pending.pop(0), f"injected failure of {operation}")
+
+
+@dataclass
+class ShardIterator:
+    """Where an iterator points: a stream, a shard, an index in the shard's records."""
+
+    stream: str
+    shard_id: str
+    index: int
+    empty_reads: int = 0
+    """Empty pages still to answer before the records (DynamoDB Streams walks such gaps)."""
+
+
+class ShardIterators:
+    """Iterator tokens of a fake stream service: each is used once, all can be expired."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._live: dict[str, ShardIterator] = {}
+        self._counter = 0
+
+    def issue(self, stream: str, shard_id: str, index: int, empty_reads: int = 0) -> str:
+        self._counter += 1
+        token = f"{self._prefix}-{self._counter}"
+        self._live[token] = ShardIterator(stream, shard_id, index, empty_reads)
+        return token
+
+    def take(self, token: str) -> ShardIterator | None:
+        """The iterator `token` names, used up; None when it expired (or never was)."""
+        return self._live.pop(token, None)
+
+    def expire(self) -> None:
+        self._live.clear()
+
+
+R = TypeVar("R")
+
+
+def start_index(
+    records: Sequence[R],
+    iterator_type: str,
+    *,
+    sequence_of: Callable[[R], int],
+    sequence: str | None = None,
+    arrival_of: Callable[[R], float] | None = None,
+    timestamp: datetime | float | None = None,
+    trim_horizon: int = 0,
+    invalid_code: str = "InvalidArgumentException",
+) -> int:
+    """Index in `records` (oldest first) of the first record a position points at, as
+    GetShardIterator and SubscribeToShard read ShardIteratorType and its arguments."""
+    if iterator_type == "TRIM_HORIZON":
+        return trim_horizon
+    if iterator_type == "LATEST":
+        return len(records)
+    if iterator_type == "AT_TIMESTAMP" and arrival_of is not None and timestamp is not None:
+        when = timestamp.timestamp() if isinstance(timestamp, datetime) else float(timestamp)
+        return next((i for i, r in enumerate(records) if arrival_of(r) >= when), len(records))
+    if iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER") and sequence is not None:
+        target = int(sequence)
+        after = iterator_type == "AFTER_SEQUENCE_NUMBER"
+        return next(
+            (
+                i
+                for i, r in enumerate(records)
+                if sequence_of(r) > target or (not after and sequence_of(r) == target)
+            ),
+            len(records),
+        )
+    raise FakeClientError(invalid_code, f"unsupported position {iterator_type}")

@@ -13,9 +13,20 @@ import anyio
 import anyio.lowlevel
 import orjson
 
-from esm.testing._common import FakeClientError
+from esm.aws.dynamodb_streams import (
+    DescribeStreamOutput,
+    GetRecordsOutput,
+    GetShardIteratorOutput,
+    SequenceNumberRange,
+    StreamDescription,
+    StreamRecord,
+    StreamRecordChange,
+    StreamShard,
+    UserIdentity,
+)
+from esm.testing._common import FailureInjection, FakeClientError, ShardIterators, start_index
 
-TTL_IDENTITY = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
+TTL_IDENTITY: UserIdentity = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
 """The userIdentity of a GetRecords record for an item deleted by Time to Live."""
 
 _VIEW_IMAGES = {
@@ -31,7 +42,7 @@ class _FakeStreamShard:
     shard_id: str
     parent: str | None
     starting: int
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[StreamRecord] = field(default_factory=list)
     trimmed: int = 0
     """How many of `records`, from the oldest, have passed the retention period."""
     ending: int | None = None
@@ -47,20 +58,16 @@ class _FakeStreamTable:
     items: dict[bytes, dict[str, Any]] = field(default_factory=dict)
 
 
-@dataclass
-class _FakeStreamIterator:
-    arn: str
-    shard_id: str
-    index: int
-    empty_reads: int
-
-
 def _item_size(value: Any) -> int:
     """About what DynamoDB counts in SizeBytes: the encoded keys and images."""
     return len(orjson.dumps(value, default=lambda b: base64.b64encode(b).decode()))
 
 
-class FakeDynamoDBStreamsClient:
+def _sequence(record: StreamRecord) -> int:
+    return int(record["dynamodb"]["SequenceNumber"])
+
+
+class FakeDynamoDBStreamsClient(FailureInjection):
     """A stateful in-memory DynamoDB Streams with the calls esm makes (DescribeStream,
     GetShardIterator, GetRecords), plus the table side for tests: put_item, delete_item
     (TTL deletions included), shard rollover and retention trimming.
@@ -84,6 +91,7 @@ class FakeDynamoDBStreamsClient:
         empty_reads: int = 0,
         closed_returns_iterator: bool = False,
     ) -> None:
+        super().__init__()
         self.region = region
         self.account = account
         self.describe_page_size = describe_page_size
@@ -97,9 +105,7 @@ class FakeDynamoDBStreamsClient:
         self._sequence = 400_000_000_000_000_000_000
         self._shard_counter = 0
         self._event_counter = 0
-        self._iterators: dict[str, _FakeStreamIterator] = {}
-        self._iterator_counter = 0
-        self._failures: dict[str, list[str]] = {}
+        self._iterators = ShardIterators("ddb-it")
 
     # -- table side ------------------------------------------------------------------------
 
@@ -128,13 +134,13 @@ class FakeDynamoDBStreamsClient:
     def open_shard_ids(self, arn: str) -> list[str]:
         return [s.shard_id for s in self.tables[arn].shards if s.ending is None]
 
-    def stored_records(self, arn: str, shard_id: str) -> list[dict[str, Any]]:
+    def stored_records(self, arn: str, shard_id: str) -> list[StreamRecord]:
         """What the shard holds, oldest first, trimmed records included (botocore form)."""
         return self._shard(arn, shard_id).records
 
     def put_item(
         self, arn: str, item: dict[str, Any], *, created: float | None = None
-    ) -> dict[str, Any]:
+    ) -> StreamRecord:
         """PutItem: an INSERT, or a MODIFY when an item with these keys exists. Returns the
         stream record written."""
         table = self.tables[arn]
@@ -150,13 +156,13 @@ class FakeDynamoDBStreamsClient:
         *,
         ttl: bool = False,
         created: float | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> StreamRecord | None:
         """DeleteItem (or a Time to Live expiry when `ttl`): a REMOVE, None when no such item."""
         table = self.tables[arn]
         old = table.items.pop(self._key(table, keys), None)
         if old is None:
             return None
-        identity = dict(TTL_IDENTITY) if ttl else None
+        identity = UserIdentity(**TTL_IDENTITY) if ttl else None
         return self._append(arn, "REMOVE", old, None, created, identity)
 
     def roll_over(self, arn: str, shard_id: str, *, children: int = 1) -> list[str]:
@@ -177,11 +183,7 @@ class FakeDynamoDBStreamsClient:
         shard.trimmed = min(len(shard.records), shard.trimmed + count)
 
     def expire_iterators(self) -> None:
-        self._iterators.clear()
-
-    def fail_next(self, operation: str, code: str, times: int = 1) -> None:
-        """Make the next `times` calls of `operation` fail with error `code`."""
-        self._failures.setdefault(operation, []).extend([code] * times)
+        self._iterators.expire()
 
     def _new_shard(self, parent: str | None) -> _FakeStreamShard:
         self._shard_counter += 1
@@ -203,8 +205,8 @@ class FakeDynamoDBStreamsClient:
         old: dict[str, Any] | None,
         new: dict[str, Any] | None,
         created: float | None,
-        identity: dict[str, str] | None,
-    ) -> dict[str, Any]:
+        identity: UserIdentity | None,
+    ) -> StreamRecord:
         table = self.tables[arn]
         some = new if new is not None else old
         assert some is not None
@@ -215,22 +217,22 @@ class FakeDynamoDBStreamsClient:
         self._sequence += 100
         self._event_counter += 1
         with_new, with_old = _VIEW_IMAGES[table.view_type]
-        change: dict[str, Any] = {
+        new_image = new if with_new else None
+        old_image = old if with_old else None
+        change: StreamRecordChange = {
             "ApproximateCreationDateTime": datetime.fromtimestamp(
                 int(time.time() if created is None else created), UTC
             ),
             "Keys": keys,
+            "SequenceNumber": str(self._sequence),
+            "SizeBytes": _item_size([keys, new_image, old_image]),
+            "StreamViewType": table.view_type,
         }
-        if with_new and new is not None:
-            change["NewImage"] = new
-        if with_old and old is not None:
-            change["OldImage"] = old
-        change["SequenceNumber"] = str(self._sequence)
-        change["SizeBytes"] = _item_size(
-            [change.get("Keys"), change.get("NewImage"), change.get("OldImage")]
-        )
-        change["StreamViewType"] = table.view_type
-        record: dict[str, Any] = {
+        if new_image is not None:
+            change["NewImage"] = new_image
+        if old_image is not None:
+            change["OldImage"] = old_image
+        record: StreamRecord = {
             "eventID": f"{self._event_counter:032x}",
             "eventName": event_name,
             "eventVersion": "1.1",
@@ -243,12 +245,7 @@ class FakeDynamoDBStreamsClient:
         shard.records.append(record)
         return record
 
-    # -- the client calls --------------------------------------------------------------------
-
-    def _maybe_fail(self, operation: str) -> None:
-        pending = self._failures.get(operation)
-        if pending:
-            raise FakeClientError(pending.pop(0), f"injected failure of {operation}")
+    # -- the client calls (esm.aws.dynamodb_streams.DynamoDBStreamsClient) ------------------
 
     def _table(self, arn: str) -> _FakeStreamTable:
         table = self.tables.get(arn)
@@ -262,26 +259,21 @@ class FakeDynamoDBStreamsClient:
                 return shard
         raise FakeClientError("ResourceNotFoundException", f"shard {shard_id} not found")
 
-    def _new_iterator(self, arn: str, shard_id: str, index: int, empty_reads: int) -> str:
-        self._iterator_counter += 1
-        token = f"ddb-it-{self._iterator_counter}"
-        self._iterators[token] = _FakeStreamIterator(arn, shard_id, index, empty_reads)
-        return token
-
-    async def describe_stream(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def describe_stream(
+        self, *, StreamArn: str, Limit: int = 100, ExclusiveStartShardId: str | None = None
+    ) -> DescribeStreamOutput:
         self.calls.append(("DescribeStream", None, time.monotonic()))
         await anyio.lowlevel.checkpoint()
         self._maybe_fail("DescribeStream")
-        arn = kwargs["StreamArn"]
+        arn, after = StreamArn, ExclusiveStartShardId
         table = self._table(arn)
-        limit = min(int(kwargs.get("Limit", 100)), 100, self.describe_page_size)
+        limit = min(Limit, 100, self.describe_page_size)
         start = 0
-        after = kwargs.get("ExclusiveStartShardId")
         if after is not None:
             ids = [s.shard_id for s in table.shards]
             start = ids.index(after) + 1 if after in ids else len(ids)
         page = table.shards[start : start + limit]
-        description: dict[str, Any] = {
+        description: StreamDescription = {
             "StreamArn": arn,
             "StreamLabel": table.label,
             "StreamStatus": "ENABLED",
@@ -298,73 +290,61 @@ class FakeDynamoDBStreamsClient:
         return {"StreamDescription": description}
 
     @staticmethod
-    def _describe_shard(shard: _FakeStreamShard) -> dict[str, Any]:
-        seq_range = {"StartingSequenceNumber": str(shard.starting)}
+    def _describe_shard(shard: _FakeStreamShard) -> StreamShard:
+        seq_range: SequenceNumberRange = {"StartingSequenceNumber": str(shard.starting)}
         if shard.ending is not None:
             seq_range["EndingSequenceNumber"] = str(shard.ending)
-        raw: dict[str, Any] = {"ShardId": shard.shard_id, "SequenceNumberRange": seq_range}
+        raw: StreamShard = {"ShardId": shard.shard_id, "SequenceNumberRange": seq_range}
         if shard.parent is not None:
             raw["ParentShardId"] = shard.parent
         return raw
 
-    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]:
-        shard_id = kwargs["ShardId"]
-        self.calls.append(("GetShardIterator", shard_id, time.monotonic()))
+    async def get_shard_iterator(
+        self,
+        *,
+        StreamArn: str,
+        ShardId: str,
+        ShardIteratorType: str,
+        SequenceNumber: str | None = None,
+    ) -> GetShardIteratorOutput:
+        self.calls.append(("GetShardIterator", ShardId, time.monotonic()))
         await anyio.lowlevel.checkpoint()
         self._maybe_fail("GetShardIterator")
-        arn = kwargs["StreamArn"]
-        shard = self._shard(arn, shard_id)
-        kind = kwargs["ShardIteratorType"]
-        records = shard.records
-        if kind == "TRIM_HORIZON":
-            index = shard.trimmed
-        elif kind == "LATEST":
-            index = len(records)
-        elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
-            sequence = int(kwargs["SequenceNumber"])
-            after = kind == "AFTER_SEQUENCE_NUMBER"
-            index = next(
-                (
-                    i
-                    for i, r in enumerate(records)
-                    if int(r["dynamodb"]["SequenceNumber"]) > sequence
-                    or (not after and int(r["dynamodb"]["SequenceNumber"]) == sequence)
-                ),
-                len(records),
+        shard = self._shard(StreamArn, ShardId)
+        index = start_index(
+            shard.records,
+            ShardIteratorType,
+            sequence_of=_sequence,
+            sequence=SequenceNumber,
+            trim_horizon=shard.trimmed,
+            invalid_code="ValidationException",
+        )
+        if index < shard.trimmed:
+            raise FakeClientError(
+                "TrimmedDataAccessException", f"{SequenceNumber} is beyond the trim horizon"
             )
-            if index < shard.trimmed:
-                raise FakeClientError(
-                    "TrimmedDataAccessException", f"{sequence} is beyond the trim horizon"
-                )
-        else:
-            raise FakeClientError("ValidationException", f"unsupported iterator type {kind}")
-        return {"ShardIterator": self._new_iterator(arn, shard_id, index, self.empty_reads)}
+        return {"ShardIterator": self._iterators.issue(StreamArn, ShardId, index, self.empty_reads)}
 
-    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]:
-        token = kwargs["ShardIterator"]
-        found = self._iterators.pop(token, None)
+    async def get_records(self, *, ShardIterator: str, Limit: int = 1000) -> GetRecordsOutput:
+        found = self._iterators.take(ShardIterator)
         self.calls.append(("GetRecords", found.shard_id if found else None, time.monotonic()))
         await anyio.lowlevel.checkpoint()
         self._maybe_fail("GetRecords")
-        limit = int(kwargs.get("Limit", 1000))
-        if not 1 <= limit <= 1000:
-            raise FakeClientError("ValidationException", f"Limit {limit} is not in 1..1000")
+        if not 1 <= Limit <= 1000:
+            raise FakeClientError("ValidationException", f"Limit {Limit} is not in 1..1000")
         if found is None:
             raise FakeClientError("ExpiredIteratorException", "Iterator expired")
-        shard = self._shard(found.arn, found.shard_id)
+        shard = self._shard(found.stream, found.shard_id)
         if found.index < shard.trimmed:
             raise FakeClientError("TrimmedDataAccessException", "the iterator's records are gone")
         if found.empty_reads > 0:
-            next_token = self._new_iterator(
-                found.arn, found.shard_id, found.index, found.empty_reads - 1
+            next_token = self._iterators.issue(
+                found.stream, found.shard_id, found.index, found.empty_reads - 1
             )
             return {"Records": [], "NextShardIterator": next_token}
-        page = shard.records[found.index : found.index + min(limit, self.page_limit)]
+        page = shard.records[found.index : found.index + min(Limit, self.page_limit)]
         end = found.index + len(page)
-        answer: dict[str, Any] = {"Records": page}
+        answer: GetRecordsOutput = {"Records": page}
         if shard.ending is None or end < len(shard.records) or self.closed_returns_iterator:
-            answer["NextShardIterator"] = self._new_iterator(found.arn, found.shard_id, end, 0)
+            answer["NextShardIterator"] = self._iterators.issue(found.stream, found.shard_id, end)
         return answer
-
-
-# -- Kinesis enhanced fan-out ----------------------------------------------------------------

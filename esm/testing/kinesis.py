@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,19 +10,41 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from esm.testing._common import FakeClientError
+from esm.aws.kinesis import (
+    ChildShard,
+    GetRecordsOutput,
+    GetShardIteratorOutput,
+    KinesisRecord,
+    ListShardsOutput,
+    SequenceNumberRange,
+    Shard,
+    ShardEventStreamItem,
+    StartingPosition,
+    SubscribeToShardEvent,
+    SubscribeToShardOutput,
+)
+from esm.testing._common import FailureInjection, FakeClientError, ShardIterators, start_index
 
 
 @dataclass
 class _FakeShard:
     shard_id: str
     parents: tuple[str, ...] = ()
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[KinesisRecord] = field(default_factory=list)
     starting: int = 0
     ending: int | None = None
 
 
-class FakeKinesisClient:
+def _sequence(record: KinesisRecord) -> int:
+    return int(record["SequenceNumber"])
+
+
+def _arrival(record: KinesisRecord) -> float:
+    arrival = record["ApproximateArrivalTimestamp"]
+    return arrival.timestamp() if isinstance(arrival, datetime) else float(arrival)
+
+
+class FakeKinesisClient(FailureInjection):
     """A stateful in-memory Kinesis with the calls esm makes (ListShards, GetShardIterator,
     GetRecords), plus the producer side for tests (create_stream, put_record, split_shard).
 
@@ -33,15 +54,14 @@ class FakeKinesisClient:
     """
 
     def __init__(self, *, closed_returns_iterator: bool = False, page_limit: int = 10_000) -> None:
+        super().__init__()
         self.streams: dict[str, list[_FakeShard]] = {}
         self.calls: list[tuple[str, str | None, float]] = []
         """(operation, shard id, monotonic time) of every call, for tests to count."""
         self.closed_returns_iterator = closed_returns_iterator
         self.page_limit = page_limit
         self._sequence = 49_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
-        self._iterators: dict[str, tuple[str, str, int]] = {}
-        self._iterator_counter = 0
-        self._failures: dict[str, list[str]] = {}
+        self._iterators = ShardIterators("it")
 
     # -- producer side ---------------------------------------------------------------------
 
@@ -98,42 +118,34 @@ class FakeKinesisClient:
         return children[0], children[1]
 
     def expire_iterators(self) -> None:
-        self._iterators.clear()
+        self._iterators.expire()
 
-    def fail_next(self, operation: str, code: str, times: int = 1) -> None:
-        """Make the next `times` calls of `operation` fail with error `code`."""
-        self._failures.setdefault(operation, []).extend([code] * times)
+    # -- the client calls (esm.aws.kinesis.KinesisClient) ---------------------------------
 
-    # -- the client calls --------------------------------------------------------------------
-
-    def _maybe_fail(self, operation: str) -> None:
-        pending = self._failures.get(operation)
-        if pending:
-            raise FakeClientError(pending.pop(0), f"injected failure of {operation}")
-
-    async def list_shards(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def list_shards(
+        self, *, StreamName: str | None = None, NextToken: str | None = None
+    ) -> ListShardsOutput:
         self.calls.append(("ListShards", None, time.monotonic()))
         await anyio.lowlevel.checkpoint()
         self._maybe_fail("ListShards")
-        token = kwargs.get("NextToken")
-        name = kwargs.get("StreamName") or (token.split("|")[0] if token else "")
+        name = StreamName or (NextToken.split("|")[0] if NextToken else "")
         if name not in self.streams:
             raise FakeClientError("ResourceNotFoundException", f"stream {name} not found")
-        start = int(token.split("|")[1]) if token else 0
+        start = int(NextToken.split("|")[1]) if NextToken else 0
         shards = self.streams[name]
         # Two shards a page, so that every caller has to follow NextToken.
         page = shards[start : start + 2]
-        answer: dict[str, Any] = {"Shards": [self._describe(s) for s in page]}
+        answer: ListShardsOutput = {"Shards": [self._describe(s) for s in page]}
         if start + 2 < len(shards):
             answer["NextToken"] = f"{name}|{start + 2}"
         return answer
 
     @staticmethod
-    def _describe(shard: _FakeShard) -> dict[str, Any]:
-        seq_range = {"StartingSequenceNumber": str(shard.starting)}
+    def _describe(shard: _FakeShard) -> Shard:
+        seq_range: SequenceNumberRange = {"StartingSequenceNumber": str(shard.starting)}
         if shard.ending is not None:
             seq_range["EndingSequenceNumber"] = str(shard.ending)
-        raw: dict[str, Any] = {"ShardId": shard.shard_id, "SequenceNumberRange": seq_range}
+        raw: Shard = {"ShardId": shard.shard_id, "SequenceNumberRange": seq_range}
         if shard.parents:
             raw["ParentShardId"] = shard.parents[0]
         if len(shard.parents) > 1:
@@ -146,103 +158,55 @@ class FakeKinesisClient:
                 return shard
         raise FakeClientError("ResourceNotFoundException", f"{name}/{shard_id} not found")
 
-    def _new_iterator(self, name: str, shard_id: str, index: int) -> str:
-        self._iterator_counter += 1
-        token = f"it-{self._iterator_counter}"
-        self._iterators[token] = (name, shard_id, index)
-        return token
-
-    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]:
-        shard_id = kwargs["ShardId"]
-        self.calls.append(("GetShardIterator", shard_id, time.monotonic()))
+    async def get_shard_iterator(
+        self,
+        *,
+        StreamName: str,
+        ShardId: str,
+        ShardIteratorType: str,
+        StartingSequenceNumber: str | None = None,
+        Timestamp: datetime | float | None = None,
+    ) -> GetShardIteratorOutput:
+        self.calls.append(("GetShardIterator", ShardId, time.monotonic()))
         await anyio.lowlevel.checkpoint()
         self._maybe_fail("GetShardIterator")
-        name = kwargs["StreamName"]
-        shard = self._shard(name, shard_id)
-        kind = kwargs["ShardIteratorType"]
-        records = shard.records
-        if kind == "TRIM_HORIZON":
-            index = 0
-        elif kind == "LATEST":
-            index = len(records)
-        elif kind == "AT_TIMESTAMP":
-            when = float(kwargs["Timestamp"])
-            index = next(
-                (
-                    i
-                    for i, r in enumerate(records)
-                    if r["ApproximateArrivalTimestamp"].timestamp() >= when
-                ),
-                len(records),
-            )
-        else:
-            sequence = int(kwargs["StartingSequenceNumber"])
-            after = kind == "AFTER_SEQUENCE_NUMBER"
-            index = next(
-                (
-                    i
-                    for i, r in enumerate(records)
-                    if int(r["SequenceNumber"]) > sequence
-                    or (not after and int(r["SequenceNumber"]) == sequence)
-                ),
-                len(records),
-            )
-        return {"ShardIterator": self._new_iterator(name, shard_id, index)}
+        shard = self._shard(StreamName, ShardId)
+        index = start_index(
+            shard.records,
+            ShardIteratorType,
+            sequence_of=_sequence,
+            sequence=StartingSequenceNumber,
+            arrival_of=_arrival,
+            timestamp=Timestamp,
+        )
+        return {"ShardIterator": self._iterators.issue(StreamName, ShardId, index)}
 
-    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]:
-        token = kwargs["ShardIterator"]
-        found = self._iterators.pop(token, None)
-        self.calls.append(("GetRecords", found[1] if found else None, time.monotonic()))
+    async def get_records(self, *, ShardIterator: str, Limit: int = 10_000) -> GetRecordsOutput:
+        found = self._iterators.take(ShardIterator)
+        self.calls.append(("GetRecords", found.shard_id if found else None, time.monotonic()))
         await anyio.lowlevel.checkpoint()
         self._maybe_fail("GetRecords")
         if found is None:
             raise FakeClientError("ExpiredIteratorException", "Iterator expired")
-        name, shard_id, index = found
-        shard = self._shard(name, shard_id)
-        limit = min(int(kwargs.get("Limit", 10_000)), self.page_limit)
-        page = shard.records[index : index + limit]
-        end = index + len(page)
+        shard = self._shard(found.stream, found.shard_id)
+        page = shard.records[found.index : found.index + min(Limit, self.page_limit)]
+        end = found.index + len(page)
         at_end = end >= len(shard.records)
-        answer: dict[str, Any] = {
-            "Records": page,
-            "MillisBehindLatest": 0 if at_end else 1000,
-        }
+        answer: GetRecordsOutput = {"Records": page, "MillisBehindLatest": 0 if at_end else 1000}
         if shard.ending is None or not at_end or self.closed_returns_iterator:
-            answer["NextShardIterator"] = self._new_iterator(name, shard_id, end)
+            answer["NextShardIterator"] = self._iterators.issue(found.stream, found.shard_id, end)
         return answer
 
 
-def _fan_out_start(shard: _FakeShard, position: Mapping[str, Any]) -> int:
+def _fan_out_start(shard: _FakeShard, position: StartingPosition) -> int:
     """Index in `shard.records` of the first record a StartingPosition points at."""
-    kind = position["Type"]
-    records = shard.records
-    if kind == "TRIM_HORIZON":
-        return 0
-    if kind == "LATEST":
-        return len(records)
-    if kind == "AT_TIMESTAMP":
-        when = position["Timestamp"]
-        when = when.timestamp() if isinstance(when, datetime) else float(when)
-        return next(
-            (
-                i
-                for i, r in enumerate(records)
-                if r["ApproximateArrivalTimestamp"].timestamp() >= when
-            ),
-            len(records),
-        )
-    if kind not in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
-        raise FakeClientError("InvalidArgumentException", f"unknown StartingPosition {kind}")
-    sequence = int(position["SequenceNumber"])
-    after = kind == "AFTER_SEQUENCE_NUMBER"
-    return next(
-        (
-            i
-            for i, r in enumerate(records)
-            if int(r["SequenceNumber"]) > sequence
-            or (not after and int(r["SequenceNumber"]) == sequence)
-        ),
-        len(records),
+    return start_index(
+        shard.records,
+        position["Type"],
+        sequence_of=_sequence,
+        sequence=position.get("SequenceNumber"),
+        arrival_of=_arrival,
+        timestamp=position.get("Timestamp"),
     )
 
 
@@ -264,7 +228,7 @@ class FakeEventStream:
     def __aiter__(self) -> FakeEventStream:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
+    async def __anext__(self) -> ShardEventStreamItem:
         owner, shard = self._owner, self._shard
         if self.closed or self._events_left == 0:
             # The subscription's lifetime is over (5 minutes on AWS).
@@ -283,10 +247,16 @@ class FakeEventStream:
         if owner._stream_failures:
             self.close()
             raise FakeClientError(owner._stream_failures.pop(0), "injected event stream failure")
-        page = [dict(r) for r in shard.records[self._index : self._index + owner.event_records]]
+        page = [
+            KinesisRecord(**r)
+            for r in shard.records[self._index : self._index + owner.event_records]
+        ]
         self._index += len(page)
         at_tip = self._index >= len(shard.records)
-        event: dict[str, Any] = {"Records": page, "MillisBehindLatest": 0 if at_tip else 1000}
+        event: SubscribeToShardEvent = {
+            "Records": page,
+            "MillisBehindLatest": 0 if at_tip else 1000,
+        }
         if shard.ending is not None and at_tip:
             # The end of a closed shard: no continuation, the children instead.
             event["ChildShards"] = owner.child_shards(self._key[1])
@@ -306,7 +276,7 @@ class FakeEventStream:
             del self._owner._open[self._key]
 
 
-class FakeKinesisFanOutClient:
+class FakeKinesisFanOutClient(FailureInjection):
     """Enhanced fan-out over a `FakeKinesisClient`'s streams: RegisterStreamConsumer and
     SubscribeToShard, plus the polling calls, delegated, so that one object is the client.
 
@@ -329,6 +299,7 @@ class FakeKinesisFanOutClient:
         events_per_subscription: int | None = None,
         idle_event_seconds: float = 0.05,
     ) -> None:
+        super().__init__()
         self.kinesis = kinesis
         self.region = region
         self.account = account
@@ -337,20 +308,15 @@ class FakeKinesisFanOutClient:
         self.idle_event_seconds = idle_event_seconds
         self.consumers: dict[str, str] = {}
         """Stream name by consumer ARN."""
-        self.subscriptions: list[tuple[str, dict[str, Any]]] = []
+        self.subscriptions: list[tuple[str, StartingPosition]] = []
         """(shard id, StartingPosition) of every SubscribeToShard call, failed ones too."""
         self._open: dict[tuple[str, str], FakeEventStream] = {}
-        self._failures: dict[str, list[str]] = {}
         self._stream_failures: list[str] = []
 
     # -- test side -------------------------------------------------------------------------
 
     def stream_arn(self, name: str) -> str:
         return f"arn:aws:kinesis:{self.region}:{self.account}:stream/{name}"
-
-    def fail_next(self, operation: str, code: str, times: int = 1) -> None:
-        """Make the next `times` calls of `operation` fail with error `code`."""
-        self._failures.setdefault(operation, []).extend([code] * times)
 
     def fail_stream_next(self, code: str, times: int = 1) -> None:
         """Make the next `times` event reads fail with error `code`, ending their stream."""
@@ -365,7 +331,7 @@ class FakeKinesisFanOutClient:
         for stream in list(self._open.values()):
             stream.close()
 
-    def child_shards(self, shard_id: str) -> list[dict[str, Any]]:
+    def child_shards(self, shard_id: str) -> list[ChildShard]:
         """The ChildShards entries of a closed shard."""
         for shards in self.kinesis.streams.values():
             if any(s.shard_id == shard_id for s in shards):
@@ -383,15 +349,13 @@ class FakeKinesisFanOutClient:
                 ]
         return []
 
-    # -- the client calls --------------------------------------------------------------------
+    # -- the client calls (esm.aws.kinesis.KinesisFanOutClient) ----------------------------
 
-    def _maybe_fail(self, operation: str) -> None:
-        pending = self._failures.get(operation)
-        if pending:
-            raise FakeClientError(pending.pop(0), f"injected failure of {operation}")
-
-    async def register_stream_consumer(self, **kwargs: Any) -> Mapping[str, Any]:
-        stream_arn, name = kwargs["StreamARN"], kwargs["ConsumerName"]
+    async def register_stream_consumer(
+        self, *, StreamARN: str, ConsumerName: str
+    ) -> dict[str, Any]:
+        """For tests to create a consumer (esm itself never does)."""
+        stream_arn, name = StreamARN, ConsumerName
         await anyio.lowlevel.checkpoint()
         self._maybe_fail("RegisterStreamConsumer")
         stream = stream_arn.rpartition("stream/")[2]
@@ -412,9 +376,10 @@ class FakeKinesisFanOutClient:
             }
         }
 
-    async def subscribe_to_shard(self, **kwargs: Any) -> Mapping[str, Any]:
-        consumer_arn, shard_id = kwargs["ConsumerARN"], kwargs["ShardId"]
-        position = dict(kwargs["StartingPosition"])
+    async def subscribe_to_shard(
+        self, *, ConsumerARN: str, ShardId: str, StartingPosition: StartingPosition
+    ) -> SubscribeToShardOutput:
+        consumer_arn, shard_id, position = ConsumerARN, ShardId, StartingPosition
         self.subscriptions.append((shard_id, position))
         self.kinesis.calls.append(("SubscribeToShard", shard_id, time.monotonic()))
         await anyio.lowlevel.checkpoint()
@@ -433,14 +398,28 @@ class FakeKinesisFanOutClient:
         self._open[key] = events
         return {"EventStream": events}
 
-    async def list_shards(self, **kwargs: Any) -> Mapping[str, Any]:
-        return await self.kinesis.list_shards(**kwargs)
+    # The polling calls, delegated: one object is the whole client.
+    async def list_shards(
+        self, *, StreamName: str | None = None, NextToken: str | None = None
+    ) -> ListShardsOutput:
+        return await self.kinesis.list_shards(StreamName=StreamName, NextToken=NextToken)
 
-    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]:
-        return await self.kinesis.get_shard_iterator(**kwargs)
+    async def get_shard_iterator(
+        self,
+        *,
+        StreamName: str,
+        ShardId: str,
+        ShardIteratorType: str,
+        StartingSequenceNumber: str | None = None,
+        Timestamp: datetime | float | None = None,
+    ) -> GetShardIteratorOutput:
+        return await self.kinesis.get_shard_iterator(
+            StreamName=StreamName,
+            ShardId=ShardId,
+            ShardIteratorType=ShardIteratorType,
+            StartingSequenceNumber=StartingSequenceNumber,
+            Timestamp=Timestamp,
+        )
 
-    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]:
-        return await self.kinesis.get_records(**kwargs)
-
-
-# -- SQS -----------------------------------------------------------------------------------
+    async def get_records(self, *, ShardIterator: str, Limit: int = 10_000) -> GetRecordsOutput:
+        return await self.kinesis.get_records(ShardIterator=ShardIterator, Limit=Limit)

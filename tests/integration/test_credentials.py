@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from esm.aws import errors as _aws
+from esm.aws.errors import CREDENTIALS_HINT
 from esm.metrics import Metrics
-from esm.sources import _aws
-from esm.sources._aws import CREDENTIALS_HINT
 from esm.testing import RecordingBackend
 
 from .helpers import create_stream, daemon_config, run_daemon_until

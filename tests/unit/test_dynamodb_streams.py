@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -11,6 +11,13 @@ import pytest
 from botocore.parsers import create_parser
 from botocore.session import get_session as get_botocore_session
 
+from esm.aws.dynamodb_streams import (
+    DescribeStreamOutput,
+    DynamoDBStreamsClient,
+    GetRecordsOutput,
+    GetShardIteratorOutput,
+)
+from esm.aws.wire import keep_wire_records
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
@@ -18,6 +25,8 @@ from esm.engine.retry import Backoff
 from esm.engine.stream_model import ShardPhase, StreamSettings
 from esm.engine.streams import StreamEngine
 from esm.errors import (
+    AccessDenied,
+    DataTrimmed,
     ExpiredIterator,
     ResourceNotFound,
     SourceError,
@@ -27,7 +36,6 @@ from esm.errors import (
 from esm.metrics import Metrics
 from esm.model import Checkpoint, IteratorType, StartPosition
 from esm.protocols import StreamAPI
-from esm.sources._aws import keep_wire_records
 from esm.sources.dynamodb_streams import (
     MAX_RECORDS_PER_CALL,
     POLL_INTERVAL_SECONDS,
@@ -63,9 +71,9 @@ CHANGE_FIELDS = [
 
 
 def make_api(client: FakeDynamoDBStreamsClient, arn: str) -> DynamoDBStreamAPI:
-    return DynamoDBStreamAPI(
-        client, stream_arn=arn, records=DynamoDBRecordFactory(arn, "us-east-1")
-    )
+    # The fake is the typed client itself: mypy checks it against the service's shapes.
+    typed: DynamoDBStreamsClient = client
+    return DynamoDBStreamAPI(typed, stream_arn=arn, records=DynamoDBRecordFactory(arn, "us-east-1"))
 
 
 def make_runner(
@@ -122,7 +130,7 @@ def item(pk: str, **attributes: Any) -> dict[str, Any]:
     return {"pk": {"S": pk}, **attributes}
 
 
-def sequences(records: list[dict[str, Any]]) -> list[str]:
+def sequences(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return [r["dynamodb"]["SequenceNumber"] for r in records]
 
 
@@ -283,19 +291,29 @@ def test_records_of_one_item_share_a_key_whatever_the_attribute_order() -> None:
 
 
 class _AnswerClient:
-    """Answers GetRecords with one prepared answer."""
+    """Answers GetRecords with one prepared answer (parsed by botocore, so untyped)."""
 
-    def __init__(self, answer: Mapping[str, Any]) -> None:
+    def __init__(self, answer: Any) -> None:
         self.answer = answer
 
-    async def describe_stream(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def describe_stream(
+        self, *, StreamArn: str, Limit: int = 100, ExclusiveStartShardId: str | None = None
+    ) -> DescribeStreamOutput:
         raise NotImplementedError
 
-    async def get_shard_iterator(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def get_shard_iterator(
+        self,
+        *,
+        StreamArn: str,
+        ShardId: str,
+        ShardIteratorType: str,
+        SequenceNumber: str | None = None,
+    ) -> GetShardIteratorOutput:
         raise NotImplementedError
 
-    async def get_records(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self.answer
+    async def get_records(self, *, ShardIterator: str, Limit: int) -> GetRecordsOutput:
+        answer: GetRecordsOutput = self.answer
+        return answer
 
 
 async def test_wire_form_and_botocore_form_make_the_same_event() -> None:
@@ -564,12 +582,14 @@ async def test_trimmed_iterator_expired_iterator_and_throttles_lose_nothing() ->
     ("code", "error"),
     [
         ("ExpiredIteratorException", ExpiredIterator),
-        ("TrimmedDataAccessException", ExpiredIterator),
+        # An ExpiredIterator: the runner asks for a new iterator, which falls back to the
+        # trim horizon.
+        ("TrimmedDataAccessException", DataTrimmed),
         ("LimitExceededException", ThroughputExceeded),
         ("ThrottlingException", ThroughputExceeded),
         ("ResourceNotFoundException", ResourceNotFound),
         ("InternalServerError", TransientSourceError),
-        ("AccessDeniedException", SourceError),
+        ("AccessDeniedException", AccessDenied),
     ],
 )
 async def test_get_records_errors_are_translated(code: str, error: type[Exception]) -> None:

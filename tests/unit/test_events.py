@@ -85,7 +85,7 @@ def _wire_answer(records: list[dict[str, object]]) -> bytes:
 
 
 def test_wire_form_gives_the_same_records_as_botocore_parsing() -> None:
-    from esm.sources._aws import keep_wire_records
+    from esm.aws.wire import keep_wire_records
 
     data = b"\x00\x01binary and text \xe2\x82\xac"
     wire = {
@@ -117,7 +117,7 @@ def test_wire_form_gives_the_same_records_as_botocore_parsing() -> None:
 
 
 def test_wire_form_leaves_errors_and_other_protocols_to_botocore() -> None:
-    from esm.sources._aws import keep_wire_records
+    from esm.aws.wire import keep_wire_records
 
     body = _wire_answer([])
     for status, protocol in ((400, "json"), (500, "json"), (200, "smithy-rpc-v2-cbor")):

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
-from esm.destinations import create_destination, destination_error, parse_arn
+from esm.aws.s3 import PutObjectOutput, S3Client
+from esm.aws.sns import PublishOutput, SnsClient
+from esm.aws.sqs import GetQueueUrlResult, SendMessageOutput, SqsSendClient
+from esm.destinations import create_destination, parse_arn
 from esm.destinations.s3 import S3Destination
 from esm.destinations.sns import MAX_SNS_MESSAGE_BYTES, SnsDestination
 from esm.destinations.sqs import SqsDestination
 from esm.errors import (
+    AccessDenied,
     ConfigError,
     ResourceNotFound,
+    ServiceUnreachable,
     SourceError,
     ThroughputExceeded,
     TransientSourceError,
@@ -31,6 +35,7 @@ from esm.events import (
     stream_failure_record,
 )
 from esm.model import InvokeResult, Record, ResultKind
+from esm.protocols import Destination
 from esm.sources.kinesis import KinesisRecordFactory
 from esm.testing import function_error, throttle
 
@@ -316,39 +321,6 @@ def _client_error(code: str, status: int, operation: str = "SendMessage") -> Cli
     )
 
 
-@pytest.mark.parametrize(
-    ("exc", "kind", "retriable"),
-    [
-        (_client_error("ThrottlingException", 400), ThroughputExceeded, True),
-        (_client_error("AWS.SimpleQueueService.RequestThrottled", 403), ThroughputExceeded, True),
-        (_client_error("Throttled", 400, "Publish"), ThroughputExceeded, True),
-        (_client_error("SlowDown", 503, "PutObject"), ThroughputExceeded, True),
-        (_client_error("Anything", 429), ThroughputExceeded, True),
-        (_client_error("InternalError", 500, "PutObject"), TransientSourceError, True),
-        (_client_error("ServiceUnavailable", 503), TransientSourceError, True),
-        (_client_error("RequestTimeout", 400, "PutObject"), TransientSourceError, True),
-        (_client_error("ExpiredToken", 400), TransientSourceError, True),
-        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), TransientSourceError, True),
-        (ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), TransientSourceError, True),
-        (OSError("connection reset"), TransientSourceError, True),
-        (_client_error("AWS.SimpleQueueService.NonExistentQueue", 400), ResourceNotFound, False),
-        (_client_error("QueueDoesNotExist", 400), ResourceNotFound, False),
-        (_client_error("NotFound", 404, "Publish"), ResourceNotFound, False),
-        (_client_error("NoSuchBucket", 404, "PutObject"), ResourceNotFound, False),
-        (_client_error("AccessDenied", 403, "PutObject"), SourceError, False),
-        (_client_error("AuthorizationError", 403, "Publish"), SourceError, False),
-        (_client_error("KMS.DisabledException", 400), SourceError, False),
-    ],
-)
-def test_destination_errors_say_whether_waiting_helps(
-    exc: Exception, kind: type[SourceError], retriable: bool
-) -> None:
-    error = destination_error(exc, "on-failure destination arn:x: Op")
-    assert type(error) is kind
-    assert error.retriable is retriable
-    assert str(error).startswith("on-failure destination arn:x: Op: ")
-
-
 def test_parse_arn() -> None:
     assert parse_arn("arn:aws:sqs:us-east-1:123456789012:dlq") == (
         "sqs",
@@ -400,14 +372,19 @@ class _FakeSqs:
         self.url_requests: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
 
-    async def get_queue_url(self, **kwargs: Any) -> Mapping[str, Any]:
-        self.url_requests.append(kwargs)
-        return {"QueueUrl": f"https://sqs.example/{kwargs['QueueName']}"}
+    async def get_queue_url(
+        self, *, QueueName: str, QueueOwnerAWSAccountId: str | None = None
+    ) -> GetQueueUrlResult:
+        request = {"QueueName": QueueName}
+        if QueueOwnerAWSAccountId is not None:
+            request["QueueOwnerAWSAccountId"] = QueueOwnerAWSAccountId
+        self.url_requests.append(request)
+        return {"QueueUrl": f"https://sqs.example/{QueueName}"}
 
-    async def send_message(self, **kwargs: Any) -> Mapping[str, Any]:
+    async def send_message(self, *, QueueUrl: str, MessageBody: str) -> SendMessageOutput:
         if self.errors:
             raise self.errors.pop(0)
-        self.sent.append(kwargs)
+        self.sent.append({"QueueUrl": QueueUrl, "MessageBody": MessageBody})
         return {"MessageId": "1"}
 
 
@@ -434,12 +411,63 @@ async def test_sqs_asks_for_the_url_again_after_the_queue_vanished() -> None:
 
 
 class _FakeSns:
-    def __init__(self) -> None:
+    def __init__(self, errors: list[Exception] | None = None) -> None:
+        self.errors = errors or []
         self.published: list[dict[str, Any]] = []
 
-    async def publish(self, **kwargs: Any) -> Mapping[str, Any]:
-        self.published.append(kwargs)
+    async def publish(self, *, TopicArn: str, Message: str) -> PublishOutput:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.published.append({"TopicArn": TopicArn, "Message": Message})
         return {"MessageId": "1"}
+
+
+class _FakeS3:
+    def __init__(self, errors: list[Exception] | None = None) -> None:
+        self.errors = errors or []
+        self.keys: list[str] = []
+
+    async def put_object(
+        self, *, Bucket: str, Key: str, Body: bytes, ContentType: str
+    ) -> PutObjectOutput:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.keys.append(Key)
+        return {"ETag": "1"}
+
+
+# The fakes are the narrow clients the destinations take: mypy checks them against the shapes.
+_SQS: SqsSendClient = _FakeSqs()
+_SNS: SnsClient = _FakeSns()
+_S3: S3Client = _FakeS3()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("error", "kind", "retriable"),
+    [
+        (_client_error("ThrottlingException", 400), ThroughputExceeded, True),
+        (_client_error("InternalError", 500), TransientSourceError, True),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), ServiceUnreachable, True),
+        (_client_error("AccessDenied", 403), AccessDenied, False),
+        (RuntimeError("a client bug"), TransientSourceError, True),
+    ],
+)
+async def test_every_destination_translates_its_client_errors(
+    error: Exception, kind: type[SourceError], retriable: bool
+) -> None:
+    destinations: list[Destination] = [
+        SqsDestination(_FakeSqs([error]), "arn:aws:sqs:us-east-1:123456789012:dlq"),
+        SnsDestination(_FakeSns([error]), "arn:aws:sns:us-east-1:123456789012:failures"),
+        S3Destination(_FakeS3([error]), "arn:aws:s3:::failures", "m"),
+    ]
+    for destination in destinations:
+        with pytest.raises(kind) as caught:
+            await destination.send({"version": "1.0"}, b"{}", "shard")
+        assert type(caught.value) is kind
+        assert caught.value.retriable is retriable
+        assert caught.value.__cause__ is error
+        assert str(caught.value).startswith("on-failure destination arn:aws:")
 
 
 @pytest.mark.anyio

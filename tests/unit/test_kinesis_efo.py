@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from esm.aws.kinesis import KinesisFanOutClient
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
@@ -26,6 +27,7 @@ from esm.sources.kinesis_efo import (
     position_token,
 )
 from esm.testing import (
+    FakeEventStream,
     FakeKinesisClient,
     FakeKinesisFanOutClient,
     RecordingBackend,
@@ -57,8 +59,10 @@ def make_api(
 ) -> KinesisFanOutAPI:
     stream_arn, stream_name, _ = parse_consumer_arn(consumer_arn)
     factory = KinesisRecordFactory(stream_arn=stream_arn, region=REGION, identity_arn=ROLE)
+    # The fake is the typed client itself: mypy checks it against the service's shapes.
+    typed: KinesisFanOutClient = client
     return KinesisFanOutAPI(
-        client,
+        typed,
         consumer_arn=consumer_arn,
         stream_name=stream_name,
         stream_arn=stream_arn,
@@ -330,6 +334,7 @@ async def test_a_subscription_still_in_use_is_retried_until_it_is_released() -> 
         ConsumerARN=consumer_arn, ShardId=shard, StartingPosition={"Type": "LATEST"}
     )
     stale = answer["EventStream"]
+    assert isinstance(stale, FakeEventStream)
     api = make_api(client, consumer_arn)
     backend = RecordingBackend()
     metrics = Metrics()

@@ -14,15 +14,17 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError
 
+from esm.aws.errors import aws_call
+from esm.aws.lambda_ import InvokeOutput, LambdaClient
 from esm.backends.lambda_ import (
     TIMEOUT_MARGIN_SECONDS,
     LambdaBackend,
-    classify_client_error,
+    classify_failure,
     name_qualifier,
 )
-from esm.errors import BackendError
+from esm.errors import BackendError, ThroughputExceeded
 from esm.events import create_record, kinesis_entry, stream_failure_record
 from esm.model import MAX_INVOKE_PAYLOAD_BYTES, Invocation, InvokeResult, ResultKind
 from esm.protocols import FunctionBackend
@@ -462,8 +464,24 @@ async def test_closed_backend_does_not_invoke(
 
 
 class _BrokenClient:
-    async def invoke(self, **kwargs: Any) -> dict[str, Any]:
-        raise RuntimeError("client bug")
+    """Fails every Invoke with `error`."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error or RuntimeError("client bug")
+
+    async def invoke(
+        self,
+        *,
+        FunctionName: str,
+        InvocationType: str,
+        Payload: bytes,
+        Qualifier: str | None = None,
+    ) -> InvokeOutput:
+        raise self.error
+
+
+# A stand-in client is the typed client itself: mypy checks it against Invoke's shapes.
+_CLIENT: LambdaClient = _BrokenClient()
 
 
 async def test_unexpected_client_failure_is_a_system_error() -> None:
@@ -471,6 +489,38 @@ async def test_unexpected_client_failure_is_a_system_error() -> None:
 
     assert result.kind is ResultKind.SYSTEM_ERROR
     assert result.error == "invoking orders failed: RuntimeError: client bug"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (ClientError({"Error": {"Code": "ThrottlingException"}}, "Invoke"), ResultKind.THROTTLE),
+        (
+            ClientError(
+                {"Error": {"Code": "Whatever"}, "ResponseMetadata": {"HTTPStatusCode": 429}},
+                "Invoke",
+            ),
+            ResultKind.THROTTLE,
+        ),
+        (
+            ClientError({"Error": {"Code": "RequestTooLargeException"}}, "Invoke"),
+            ResultKind.FUNCTION_ERROR,
+        ),
+        (
+            ClientError({"Error": {"Code": "AccessDeniedException"}}, "Invoke"),
+            ResultKind.SYSTEM_ERROR,
+        ),
+        (NoCredentialsError(), ResultKind.SYSTEM_ERROR),
+    ],
+)
+async def test_client_errors_are_classified_by_the_aws_translator(
+    error: Exception, kind: ResultKind
+) -> None:
+    lambda_backend = LambdaBackend(_BrokenClient(error), function_name="orders", timeout=1.0)
+
+    result = await invoke(lambda_backend)
+
+    assert result.kind is kind
 
 
 def test_retry_after_falls_back_to_the_modeled_member() -> None:
@@ -482,8 +532,10 @@ def test_retry_after_falls_back_to_the_modeled_member() -> None:
         },
         "Invoke",
     )
+    with pytest.raises(ThroughputExceeded) as caught, aws_call("Invoke"):
+        raise exc
 
-    result = classify_client_error(exc, "orders")
+    result = classify_failure(caught.value, "orders")
 
     assert result.kind is ResultKind.THROTTLE
     assert result.retry_after == 12.0

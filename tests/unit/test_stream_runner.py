@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from esm.aws.kinesis import KinesisClient
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
@@ -41,7 +42,9 @@ def make_runner(
     factory = KinesisRecordFactory(
         stream_arn=ARN, region="us-east-1", identity_arn="arn:aws:iam::000000000000:role/esm"
     )
-    api = KinesisStreamAPI(client, stream_name=STREAM, stream_arn=ARN, records=factory)
+    # The fake is the typed client itself: mypy checks it against the service's shapes.
+    typed: KinesisClient = client
+    api = KinesisStreamAPI(typed, stream_name=STREAM, stream_arn=ARN, records=factory)
     settings = StreamSettings(
         mapping_id="m1",
         starting_position=StartPosition(start),
