@@ -10,12 +10,12 @@ from typing import Any
 import anyio
 import structlog
 
+from esm.aws.errors import aws_call
 from esm.aws.sqs import BatchEntry, BatchResult, SqsClient
 from esm.errors import SourceError
 from esm.events import sqs_record
 from esm.metrics import Metrics
 from esm.model import Record
-from esm.sources._aws import translate_error
 
 # SQS takes at most 10 entries per batch call.
 ENTRIES_MAX = 10
@@ -90,13 +90,11 @@ class SqsReader:
         }
 
     async def open(self) -> Mapping[str, int]:
-        try:
+        with aws_call("GetQueueUrl"):
             answer = await self.client.get_queue_url(
                 QueueName=self.settings.queue_name,
                 QueueOwnerAWSAccountId=self.settings.account,
             )
-        except Exception as exc:
-            raise translate_error(exc, "GetQueueUrl") from exc
         self.queue_url = answer["QueueUrl"]
         return await self._attributes()
 
@@ -109,13 +107,11 @@ class SqsReader:
 
     async def _attributes(self) -> dict[str, int]:
         """Read the visibility timeout and the backlog's counts."""
-        try:
+        with aws_call("GetQueueAttributes"):
             answer = await self.client.get_queue_attributes(
                 QueueUrl=self.queue_url,
                 AttributeNames=["VisibilityTimeout", *_BACKLOG_ATTRIBUTES.values()],
             )
-        except Exception as exc:
-            raise translate_error(exc, "GetQueueAttributes") from exc
         attributes = answer.get("Attributes", {})
         self._visibility_timeout = int(
             attributes.get("VisibilityTimeout", self._visibility_timeout)
@@ -128,16 +124,17 @@ class SqsReader:
 
     async def receive(self, count: int, wait_seconds: int) -> list[Record]:
         try:
-            answer = await self.client.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=count,
-                WaitTimeSeconds=max(0, wait_seconds),
-                MessageSystemAttributeNames=_ALL,
-                MessageAttributeNames=_ALL,
-            )
-        except Exception as exc:
+            with aws_call("ReceiveMessage"):
+                answer = await self.client.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=count,
+                    WaitTimeSeconds=max(0, wait_seconds),
+                    MessageSystemAttributeNames=_ALL,
+                    MessageAttributeNames=_ALL,
+                )
+        except SourceError:
             self._count_error("receive")
-            raise translate_error(exc, "ReceiveMessage") from exc
+            raise
         return [self._record(message) for message in answer.get("Messages", [])]
 
     def _record(self, message: Mapping[str, Any]) -> Record:
@@ -217,7 +214,7 @@ class SqsReader:
         return done
 
     async def _call(self, operation: str, entries: list[BatchEntry]) -> BatchResult:
-        try:
+        with aws_call(operation):
             if operation == "delete":
                 return await self.client.delete_message_batch(
                     QueueUrl=self.queue_url, Entries=entries
@@ -225,8 +222,6 @@ class SqsReader:
             return await self.client.change_message_visibility_batch(
                 QueueUrl=self.queue_url, Entries=entries
             )
-        except Exception as exc:
-            raise translate_error(exc, operation) from exc
 
     def _count_error(self, operation: str) -> None:
         self.metrics.queue_errors.labels(self.settings.mapping, operation).inc()
