@@ -52,13 +52,14 @@ def _arn_region(function_name: str) -> str | None:
 
 
 async def create(context: BackendContext, config: LambdaFunctionConfig) -> FunctionBackend:
+    from esm.aws.lambda_ import lambda_client
     from esm.backends.lambda_ import LambdaBackend
 
     function_name = config.function_name or context.name
     # The function's own region: set, or named by its ARN, or else the mapping's.
     region = config.region or _arn_region(function_name) or context.region
     return LambdaBackend(
-        await context.aws_client("lambda", region),
+        lambda_client(await context.aws_client("lambda", region)),
         function_name=function_name,
         qualifier=config.qualifier,
         timeout=config.timeout,

@@ -80,22 +80,25 @@ class S3DestinationConfig(_ArnChecked):
 
 
 async def create_sqs(context: DestinationContext, settings: SqsDestinationConfig) -> Destination:
+    from esm.aws.sqs import sqs_send_client
     from esm.destinations.sqs import SqsDestination
 
     region = settings.arn.split(":")[3]
-    return SqsDestination(await context.aws_client("sqs", region), settings.arn)
+    return SqsDestination(sqs_send_client(await context.aws_client("sqs", region)), settings.arn)
 
 
 async def create_sns(context: DestinationContext, settings: SnsDestinationConfig) -> Destination:
+    from esm.aws.sns import sns_client
     from esm.destinations.sns import SnsDestination
 
     region = settings.arn.split(":")[3]
-    return SnsDestination(await context.aws_client("sns", region), settings.arn)
+    return SnsDestination(sns_client(await context.aws_client("sns", region)), settings.arn)
 
 
 async def create_s3(context: DestinationContext, settings: S3DestinationConfig) -> Destination:
+    from esm.aws.s3 import s3_client
     from esm.destinations.s3 import S3Destination
 
     # S3 bucket ARNs name no region: the bucket is reached through the mapping's.
-    client = await context.aws_client("s3", context.region)
+    client = s3_client(await context.aws_client("s3", context.region))
     return S3Destination(client, settings.arn, context.mapping_id)
