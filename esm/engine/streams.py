@@ -99,6 +99,12 @@ class StreamEngine:
             self._coordinator.release_all(grace)
 
     @property
+    def units(self) -> Coordinator[str] | None:
+        """The shards being read, as work units (None before `run()` set them up): what a
+        lease manager acquires, releases and loses."""
+        return self._coordinator
+
+    @property
     def stopping(self) -> bool:
         return self.reading.interrupted
 

@@ -17,6 +17,7 @@ from esm.testing.dynamodb_streams import TTL_IDENTITY, FakeDynamoDBStreamsClient
 from esm.testing.kinesis import FakeEventStream, FakeKinesisClient, FakeKinesisFanOutClient
 from esm.testing.queue import FakeQueueReader
 from esm.testing.sqs import FakeSqsClient
+from esm.testing.streams import FakeStream
 
 __all__ = [
     "TTL_IDENTITY",
@@ -27,6 +28,7 @@ __all__ = [
     "FakeKinesisFanOutClient",
     "FakeQueueReader",
     "FakeSqsClient",
+    "FakeStream",
     "RecordingBackend",
     "Script",
     "function_error",
