@@ -9,6 +9,7 @@ import random
 import socket
 import sys
 import time
+from typing import Any
 
 import anyio
 import orjson
@@ -49,7 +50,9 @@ mappings:
     EventSourceArn: {queue_arn}
     BatchSize: 10
 sqs:
-  wait_time_seconds: 1
+  # The emulator answers one request at a time (see serial_emulator): a long poll would
+  # hold up the stream's reads.
+  wait_time_seconds: 0
 """
 
 
@@ -59,13 +62,42 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serial_emulator(host: str, port: int) -> Any:
+    """The embedded AWS emulator (moto's server), answering one request at a time.
+
+    moto's backends are not safe under concurrent requests: two ReceiveMessage calls can
+    take the same SQS message, which real SQS never does, and the demo would then count a
+    message deleted twice. Serving requests one by one makes the emulator behave like the
+    service. Raises ImportError when the `demo` extra is not installed.
+    """
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class SerialMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(
+                host, port, app, threaded=False, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerialMotoServer(ip_address=host, port=port, verbose=False)
+
+
 def run_demo(
     *, records: int = 300, shards: int = 2, batch_size: int = 50, messages: int = 100
 ) -> int:
     """Start the emulator, write `records` records and send `messages` messages, process
     them, print a summary."""
+    port = _free_port()
     try:
-        from moto.server import ThreadedMotoServer
+        server = serial_emulator("127.0.0.1", port)
     except ImportError:
         print(
             "esm demo needs the embedded AWS emulator: pip install 'esm[demo]'",
@@ -76,11 +108,10 @@ def run_demo(
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        return anyio.run(_demo, f"http://127.0.0.1:{port}", records, shards, batch_size, messages)
+        endpoint = f"http://127.0.0.1:{port}"
+        return anyio.run(_demo, endpoint, records, shards, batch_size, messages)
     finally:
         server.stop()
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
+from esm.demo import serial_emulator
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -24,34 +26,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serial_moto_server(port: int) -> Any:
-    """moto's server, answering one request at a time.
-
-    moto's backends are not safe under concurrent requests (two ReceiveMessage calls can take
-    the same SQS message; iterating a FIFO queue's groups can fail), which real AWS never
-    does; serving requests one by one makes the emulator behave like the service. Every
-    test uses short polling, so no request holds the server.
-    """
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
-    class SerialMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
-            self._server = make_server(
-                "127.0.0.1", port, app, threaded=False, request_handler=MotoRequestHandler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return SerialMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
 
@@ -61,7 +35,9 @@ def moto_endpoint() -> Iterator[str]:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
-    server = _serial_moto_server(port)
+    # One request at a time, as the demo runs it: moto's backends race under concurrent
+    # requests (two ReceiveMessage calls can take the same message); real AWS never does.
+    server = serial_emulator("127.0.0.1", port)
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
