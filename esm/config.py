@@ -11,7 +11,6 @@ import time
 import types
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args, get_origin
 
@@ -45,6 +44,7 @@ from esm.settings import (
     ConfigModel,
     DestinationSettings,
     FunctionSettings,
+    SourceSettings,
     StateSettings,
     range_text,
     unit,
@@ -91,18 +91,13 @@ __all__ = [
     "parse_source_arn",
 ]
 
-SourceKind = Literal["kinesis", "dynamodb", "sqs"]
+SourceKind = str
+"""A source's kind: the service of its ARN, as registered in `esm.registry.SOURCES`."""
+SourceArn = SourceSettings
+"""An EventSourceArn taken apart, by the model of its kind (`esm.sources.plugins`)."""
 StartingPositionType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 
 AWS_SERVICES = ("kinesis", "dynamodb", "dynamodbstreams", "sqs", "sns", "s3", "lambda", "sts")
-
-# AWS defaults per source (CreateEventSourceMapping).
-DEFAULT_BATCH_SIZE: dict[SourceKind, int] = {"kinesis": 100, "dynamodb": 100, "sqs": 10}
-STARTING_POSITIONS: dict[SourceKind, tuple[StartingPositionType, ...]] = {
-    "kinesis": ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
-    "dynamodb": ("TRIM_HORIZON", "LATEST"),
-    "sqs": (),
-}
 
 # Parameters of CreateEventSourceMapping that only Kafka, Amazon MQ or DocumentDB sources take.
 _FOREIGN_PARAMETERS: dict[str, str] = {
@@ -128,27 +123,10 @@ _FOREIGN_PARAMETERS.update(
     }
 )
 
-_KIND_TEXT: dict[SourceKind, str] = {
-    "kinesis": "a Kinesis stream",
-    "dynamodb": "a DynamoDB stream",
-    "sqs": "an SQS queue",
-}
-_SOURCE_FORMS = (
-    "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME, "
-    "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL or "
-    "arn:aws:sqs:REGION:ACCOUNT:QUEUE"
-)
-
 _ARN = re.compile(
     r"arn:(?P<partition>aws[a-zA-Z0-9-]*):(?P<service>[a-zA-Z0-9-]+):"
     r"(?P<region>[^:]*):(?P<account>[^:]*):(?P<resource>.+)"
 )
-_KINESIS_RESOURCE = re.compile(
-    r"stream/(?P<name>[a-zA-Z0-9_.-]{1,128})"
-    r"(?:/consumer/(?P<consumer>[a-zA-Z0-9_.-]{1,128}):(?P<epoch>\d+))?"
-)
-_DYNAMODB_RESOURCE = re.compile(r"table/(?P<name>[a-zA-Z0-9_.-]{3,255})/stream/(?P<label>[^/]+)")
-_SQS_RESOURCE = re.compile(r"(?P<name>[a-zA-Z0-9_-]{1,75}(?:\.fifo)?|[a-zA-Z0-9_-]{76,80})")
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # A mapping's `name`: a Prometheus label value, a log field and an HTTP header value.
 _MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -211,85 +189,52 @@ def _context(info: ValidationInfo) -> Mapping[str, Any]:
 # --------------------------------------------------------------------------- ARNs
 
 
-@dataclass(frozen=True, slots=True)
-class SourceArn:
-    """An EventSourceArn taken apart."""
+def _source_models() -> list[type[SourceSettings]]:
+    return [
+        cast(type[SourceSettings], plugin.settings_model()) for plugin in registry.SOURCES.plugins()
+    ]
 
-    arn: str
-    partition: str
-    kind: SourceKind
-    region: str
-    account: str
-    name: str
-    """Kinesis stream name, DynamoDB table name or SQS queue name."""
-    stream_label: str | None = None
-    """DynamoDB only: the stream's label (a timestamp)."""
-    consumer: str | None = None
-    """Kinesis only: the stream consumer's name when the ARN is a consumer ARN."""
 
-    @property
-    def fifo(self) -> bool:
-        return self.kind == "sqs" and self.name.endswith(".fifo")
+def _listing(items: list[str], last: str = "or") -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
-    @property
-    def stream_arn(self) -> str:
-        """For a Kinesis consumer ARN, the ARN of its stream; otherwise the ARN itself."""
-        if self.consumer is None:
-            return self.arn
-        return f"arn:{self.partition}:kinesis:{self.region}:{self.account}:stream/{self.name}"
 
-    def describe(self) -> str:
-        if self.kind == "sqs":
-            return "an SQS FIFO queue" if self.fifo else "an SQS standard queue"
-        return _KIND_TEXT[self.kind]
+def _source_kinds_text(engine: str | None = None) -> str:
+    """The registered sources' titles, of one engine or all ("Kinesis and DynamoDB")."""
+    return _listing(
+        [model.title for model in _source_models() if engine in (None, model.engine)], "and"
+    )
+
+
+def parse_source_arn(arn: str) -> SourceArn:
+    """Take an EventSourceArn apart; raises ValueError naming what is wrong."""
+    parts = arn.split(":", 3)
+    if len(parts) == 4 and parts[0] == "arn":
+        registry.discover_source(parts[2])  # a source of an installed package, by its service
+    return _parse_source_arn(arn, registry.SOURCES.fingerprint())
 
 
 @functools.lru_cache(maxsize=256)
-def parse_source_arn(arn: str) -> SourceArn:
-    """Take an EventSourceArn apart; raises ValueError naming what is wrong."""
+def _parse_source_arn(arn: str, sources: object) -> SourceArn:
+    # `sources` (the registered kinds) is part of the key: a test may register one for a while.
+    models = {model.kind: model for model in _source_models()}
+    forms = _listing([model.arn_form for model in models.values()])
     match = _ARN.fullmatch(arn)
     if match is None:
-        raise ValueError(f"{_show(arn)} is not an ARN: expected {_SOURCE_FORMS}")
+        raise ValueError(f"{_show(arn)} is not an ARN: expected {forms}")
     service, region, account = match["service"], match["region"], match["account"]
-    resource = match["resource"]
-    if service not in ("kinesis", "dynamodb", "sqs"):
+    if service not in models:
+        kinds = _listing([model.description for model in models.values()])
         raise ValueError(
-            f"{_show(arn)} is a {service!r} ARN: an event source must be a Kinesis stream, "
-            f"a DynamoDB table stream or an SQS queue ({_SOURCE_FORMS})"
+            f"{_show(arn)} is a {service!r} ARN: an event source must be {kinds} ({forms})"
         )
     if not _REGION.fullmatch(region):
         raise ValueError(f"{_show(arn)} has no valid region (like us-east-1): {region!r}")
     if not _ACCOUNT.fullmatch(account):
         raise ValueError(f"{_show(arn)} has no valid account id (12 digits): {account!r}")
-    partition = match["partition"]
-    if service == "kinesis":
-        found = _KINESIS_RESOURCE.fullmatch(resource)
-        if found is None:
-            raise ValueError(
-                f"{_show(arn)} is not a Kinesis stream ARN: expected "
-                "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME"
-            )
-        return SourceArn(
-            arn, partition, "kinesis", region, account, found["name"], consumer=found["consumer"]
-        )
-    if service == "dynamodb":
-        found = _DYNAMODB_RESOURCE.fullmatch(resource)
-        if found is None:
-            raise ValueError(
-                f"{_show(arn)} is not a DynamoDB stream ARN: expected "
-                "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL "
-                "(the table's LatestStreamArn, not the table ARN)"
-            )
-        return SourceArn(
-            arn, partition, "dynamodb", region, account, found["name"], stream_label=found["label"]
-        )
-    found = _SQS_RESOURCE.fullmatch(resource)
-    if found is None:
-        raise ValueError(
-            f"{_show(arn)} is not an SQS queue ARN: expected arn:aws:sqs:REGION:ACCOUNT:QUEUE "
-            "(up to 80 letters, digits, - and _, FIFO queues ending in .fifo)"
-        )
-    return SourceArn(arn, partition, "sqs", region, account, resource)
+    return models[service].from_resource(
+        arn, match["partition"], region, account, match["resource"]
+    )
 
 
 def _function_key(function_name: str) -> str:
@@ -653,12 +598,17 @@ def _source_in(info: ValidationInfo) -> SourceArn | None:
     return parse_source_arn(arn) if isinstance(arn, str) else None
 
 
+def _streams_only_text(source: SourceArn) -> str:
+    return (
+        f"applies only to {_source_kinds_text('stream')} stream sources, "
+        f"not to {source.description}"
+    )
+
+
 def _streams_only(info: ValidationInfo) -> None:
     source = _source_in(info)
-    if source is not None and source.kind == "sqs":
-        raise _fail(
-            "applies only to Kinesis and DynamoDB stream sources, not to an SQS queue: remove it"
-        )
+    if source is not None and source.engine != "stream":
+        raise _fail(f"{_streams_only_text(source)}: remove it")
 
 
 class MappingConfig(_Model):
@@ -715,8 +665,8 @@ class MappingConfig(_Model):
         if value is None:
             return value
         source = _source_in(info)
-        if source is not None and source.fifo:
-            _check_range(value, 1, 10, " for an SQS FIFO queue")
+        if source is not None and (problem := source.batch_size_problem(value)):
+            raise _fail(problem)
         _check_range(value, 1, 10000)
         return value
 
@@ -725,18 +675,10 @@ class MappingConfig(_Model):
     def _check_window(cls, value: int, info: ValidationInfo) -> int:
         _check_range(value, 0, 300, " seconds")
         source = _source_in(info)
-        if source is None or source.kind != "sqs":
-            return value
-        if source.fifo and value > 0:
-            raise _fail(f"{value} not allowed: batching window is not supported for FIFO queues")
-        batch_size = info.data.get("BatchSize")
-        if not source.fifo and batch_size is not None and batch_size > 10 and value < 1:
-            # AWS's own text for this rule, which it enforces for SQS only.
-            raise _fail(
-                "Maximum batch window in seconds must be greater than 0 if maximum batch size "
-                f"is greater than 10 (BatchSize is {batch_size}: set "
-                "MaximumBatchingWindowInSeconds between 1 and 300)"
-            )
+        if source is not None and (
+            problem := source.window_problem(value, info.data.get("BatchSize"))
+        ):
+            raise _fail(problem)
         return value
 
     @field_validator("StartingPosition")
@@ -745,12 +687,16 @@ class MappingConfig(_Model):
         source = _source_in(info)
         if source is None:
             return value
-        allowed = STARTING_POSITIONS[source.kind]
+        allowed = source.starting_positions
         if not allowed:
             if value is not None:
+                takers = _listing(
+                    [model.title for model in _source_models() if model.starting_positions],
+                    "and",
+                )
                 raise _fail(
-                    f"{_show(value)} not allowed: StartingPosition applies only to Kinesis and "
-                    "DynamoDB streams, not to an SQS queue"
+                    f"{_show(value)} not allowed: StartingPosition applies only to {takers} "
+                    f"streams, not to {source.description}"
                 )
             return value
         if value is None:
@@ -788,8 +734,16 @@ class MappingConfig(_Model):
     @classmethod
     def _check_timestamp(cls, value: float | None, info: ValidationInfo) -> float | None:
         source = _source_in(info)
-        if value is not None and source is not None and source.kind != "kinesis":
-            raise _fail(f"applies only to Kinesis streams, not to {source.describe()}: remove it")
+        if value is not None and source is not None and not source.takes_timestamp:
+            takers = _listing(
+                [
+                    model.title
+                    for model in _source_models()
+                    if "AT_TIMESTAMP" in model.starting_positions
+                ],
+                "and",
+            )
+            raise _fail(f"applies only to {takers} streams, not to {source.describe()}: remove it")
         if "StartingPosition" not in info.data:
             return value
         position = info.data["StartingPosition"]
@@ -856,12 +810,8 @@ class MappingConfig(_Model):
         cls, value: MappingDestinationConfig | None, info: ValidationInfo
     ) -> MappingDestinationConfig | None:
         source = _source_in(info)
-        if value is not None and source is not None and source.kind == "sqs":
-            raise _fail(
-                "applies only to Kinesis and DynamoDB stream sources, not to an SQS queue: "
-                "an SQS mapping's failures go to the queue's own dead-letter queue "
-                "(its RedrivePolicy)"
-            )
+        if value is not None and source is not None and source.engine != "stream":
+            raise _fail(f"{_streams_only_text(source)}: {source.failures_note}")
         return value
 
     @field_validator("FunctionResponseTypes")
@@ -889,7 +839,7 @@ class MappingConfig(_Model):
         # The engine that will run the patterns checks them, so what is accepted here is
         # exactly what runs.
         try:
-            compile_filters([f.Pattern for f in value.Filters], source=source.kind)
+            compile_filters([f.Pattern for f in value.Filters], source=source.record_form)
         except ConfigError as error:
             raise _fail(*error.problems) from None
         return value
@@ -900,8 +850,11 @@ class MappingConfig(_Model):
         cls, value: MappingScalingConfig | None, info: ValidationInfo
     ) -> MappingScalingConfig | None:
         source = _source_in(info)
-        if value is not None and source is not None and source.kind != "sqs":
-            raise _fail(f"applies only to SQS sources, not to {source.describe()}: remove it")
+        if value is not None and source is not None and source.engine != "queue":
+            raise _fail(
+                f"applies only to {_source_kinds_text('queue')} sources, "
+                f"not to {source.describe()}: remove it"
+            )
         return value
 
     @field_validator("name")
@@ -960,9 +913,7 @@ class MappingConfig(_Model):
 
     @property
     def batch_size(self) -> int:
-        return (
-            self.BatchSize if self.BatchSize is not None else DEFAULT_BATCH_SIZE[self.source_kind]
-        )
+        return self.BatchSize if self.BatchSize is not None else self.source.default_batch_size
 
     @property
     def batching_window_seconds(self) -> int:

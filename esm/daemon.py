@@ -6,19 +6,18 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import structlog
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 
 from esm import registry
 from esm.admin import AdminServer
+from esm.aws.clients import open_client as open_aws_client
 from esm.engine.batcher import BatchLimits
 from esm.engine.concurrency import ConcurrencyLimitedBackend
 from esm.engine.discard import OnFailureDestination
@@ -33,33 +32,18 @@ from esm.errors import SettingError, describe
 from esm.filter import compile_filters
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
-from esm.protocols import CheckpointStore, FunctionBackend, StreamAPI
-from esm.sources.dynamodb_streams import MAX_RECORDS_PER_CALL as DYNAMODB_MAX_RECORDS
-from esm.sources.dynamodb_streams import POLL_INTERVAL_SECONDS as DYNAMODB_POLL_SECONDS
-from esm.sources.dynamodb_streams import DynamoDBRecordFactory, DynamoDBStreamAPI
-from esm.sources.dynamodb_streams import enable_wire_records as enable_dynamodb_wire_records
-from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
-from esm.sources.kinesis_efo import (
-    FAN_OUT_POLL_INTERVAL_SECONDS,
-    KinesisFanOutAPI,
-    parse_consumer_arn,
-)
-from esm.sources.sqs import SqsReader, SqsSettings
+from esm.protocols import CheckpointStore, FunctionBackend
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, MappingConfig
 
 log = structlog.get_logger("esm.daemon")
 
-# Connections per AWS client: one per shard being read at once, with room to spare.
-_MAX_POOL_CONNECTIONS = 64
 # Bounds on closing what the daemon opened, so a stuck plugin cannot hold up the exit.
 _CLOSE_STORE_SECONDS = 10.0
 _CLOSE_BACKEND_SECONDS = 5.0
 # Past the grace period, how long the mappings get for what no unit bounds yet.
 _BACKSTOP_SECONDS = 1.0
-# Lambda's longest function timeout is 900 s; the Invoke call may take that long.
-_LAMBDA_READ_TIMEOUT_SECONDS = 910
 
 
 def _os_reason(exc: OSError) -> str:
@@ -89,7 +73,7 @@ def record_filter(mapping: MappingConfig, metrics: Metrics) -> Callable[[Record]
     patterns = mapping.filter_patterns
     if not patterns:
         return None
-    compiled = compile_filters(patterns, source=mapping.source_kind)
+    compiled = compile_filters(patterns, source=mapping.source.record_form)
     logged = False
 
     def matches(record: Record) -> bool:
@@ -117,16 +101,6 @@ def starting_position(mapping: MappingConfig) -> StartPosition:
         IteratorType(mapping.starting_position or "TRIM_HORIZON"),
         timestamp=mapping.starting_position_timestamp,
     )
-
-
-@dataclass(frozen=True)
-class _Polling:
-    """How a stream's shards are polled: seconds between GetRecords when idle and when
-    records keep coming, and the most records one call asks for."""
-
-    idle: float
-    busy: float
-    records_limit: int
 
 
 ClientOpener = Callable[[str, str], AbstractAsyncContextManager[Any]]
@@ -382,37 +356,9 @@ class Daemon:
                 log.info("signal received, shutting down", signal=signal.Signals(signum).name)
                 self.request_stop()
 
-    @contextlib.asynccontextmanager
-    async def open_client(self, service: str, region: str) -> AsyncIterator[Any]:
-        """An aiobotocore client for `service`, with esm's timeouts and the configured endpoint."""
-        aws = self.config.aws
-        session = get_session()
-        client_config = AioConfig(
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=30,
-            max_pool_connections=_MAX_POOL_CONNECTIONS,
-        )
-        if service == "lambda":
-            # An invocation may run 15 minutes, and a retried Invoke would run the function
-            # twice: esm's own delivery retries, the client never does.
-            client_config = AioConfig(
-                retries={"mode": "standard", "total_max_attempts": 1},
-                connect_timeout=5,
-                read_timeout=_LAMBDA_READ_TIMEOUT_SECONDS,
-                max_pool_connections=_MAX_POOL_CONNECTIONS,
-            )
-        async with session.create_client(
-            service,
-            region_name=region,
-            endpoint_url=aws.endpoint_for(service),
-            config=client_config,
-        ) as client:
-            if service == "kinesis":
-                enable_wire_records(client)
-            elif service == "dynamodbstreams":
-                enable_dynamodb_wire_records(client)
-            yield client
+    def open_client(self, service: str, region: str) -> AbstractAsyncContextManager[Any]:
+        """An aiobotocore client for `service`, at the configured endpoint."""
+        return open_aws_client(service, region, self.config.aws.endpoint_for(service))
 
     async def _runner_factory(
         self,
@@ -422,26 +368,42 @@ class Daemon:
         backend: FunctionBackend,
         store: CheckpointStore,
     ) -> Callable[[], StreamEngine | QueueEngine]:
-        """Opens what a mapping needs (clients, destination) and returns how to make its
-        runner, so that a failed runner can be replaced by a fresh one."""
-        if mapping.source_kind == "sqs":
-            client = await clients.get("sqs", mapping.region)
-            return lambda: self._queue_runner(mapping, client, backend)
-        api, polling = await self._stream_api(mapping, stack, clients)
+        """Opens what a mapping needs (its source's clients, its destination) and returns how
+        to make its engine, so that a failed engine can be replaced by a fresh one."""
+        polling = self.config.polling
+
+        def on_close(close: Callable[[], Awaitable[None]]) -> None:
+            stack.push_async_callback(close)
+
+        context = registry.SourceContext(
+            mapping=mapping.mapping_name,
+            aws_client=clients.get,
+            metrics=self.metrics,
+            identity_arn=identity_arn(mapping),
+            poll_interval=polling.interval_seconds,
+            records_limit=polling.records_limit,
+            extend_visibility=self.config.sqs.extend_visibility,
+            retry_delay=self._backoff().delay,
+            on_close=on_close,
+        )
+        source = await registry.build_source(context, mapping.source)
+        if isinstance(source, registry.QueueSource):
+            return lambda: self._queue_engine(mapping, source, backend)
         discard = await self._on_failure(mapping, clients)
-        return lambda: self._create_runner(mapping, api, polling, backend, store, discard)
+        return lambda: self._stream_engine(mapping, source, backend, store, discard)
 
     async def _on_failure(self, mapping: MappingConfig, clients: _Clients) -> Discard | None:
         """The on-failure destination of a stream mapping, with the client it needs open."""
         arn = mapping.on_failure_destination
-        if arn is None:
+        form = mapping.source.record_form
+        if arn is None or form == "sqs":  # a queue's failures go to its dead-letter queue
             return None
         destination = await registry.build_destination(
             registry.DestinationContext(mapping.mapping_id, mapping.region, clients.get), arn
         )
         return OnFailureDestination(
             destination,
-            source="dynamodb" if mapping.source_kind == "dynamodb" else "kinesis",
+            source=form,
             stream_arn=mapping.source.stream_arn,
             function_arn=function_arn(mapping),
             mapping_id=mapping.mapping_name,
@@ -454,53 +416,6 @@ class Daemon:
         delivery = self.config.delivery
         return Backoff(
             initial=delivery.backoff_initial_seconds, maximum=delivery.backoff_max_seconds
-        )
-
-    async def _stream_api(
-        self, mapping: MappingConfig, stack: contextlib.AsyncExitStack, clients: _Clients
-    ) -> tuple[StreamAPI, _Polling]:
-        """The source of a stream mapping, and how often to poll its shards."""
-        polling = self.config.polling
-        if mapping.source_kind == "dynamodb":
-            client = await clients.get("dynamodbstreams", mapping.region)
-            records = DynamoDBRecordFactory(mapping.EventSourceArn, mapping.region)
-            # Lambda polls DynamoDB shards four times a second; GetRecords returns 1,000 at most.
-            return DynamoDBStreamAPI(
-                client, stream_arn=mapping.EventSourceArn, records=records
-            ), _Polling(DYNAMODB_POLL_SECONDS, DYNAMODB_POLL_SECONDS, DYNAMODB_MAX_RECORDS)
-        client = await clients.get("kinesis", mapping.region)
-        if mapping.source.consumer is not None:
-            # Enhanced fan-out: records are pushed over SubscribeToShard, so the runner
-            # does not pause between reads.
-            stream_arn, stream_name, _ = parse_consumer_arn(mapping.EventSourceArn)
-            fan_out = KinesisFanOutAPI(
-                client,
-                consumer_arn=mapping.EventSourceArn,
-                stream_name=stream_name,
-                stream_arn=stream_arn,
-                records=KinesisRecordFactory(
-                    stream_arn=stream_arn,
-                    region=mapping.region,
-                    identity_arn=identity_arn(mapping),
-                ),
-            )
-            stack.push_async_callback(fan_out.aclose)
-            return fan_out, _Polling(
-                FAN_OUT_POLL_INTERVAL_SECONDS, FAN_OUT_POLL_INTERVAL_SECONDS, polling.records_limit
-            )
-        factory = KinesisRecordFactory(
-            stream_arn=mapping.EventSourceArn,
-            region=mapping.region,
-            identity_arn=identity_arn(mapping),
-        )
-        api = KinesisStreamAPI(
-            client,
-            stream_name=mapping.stream_name,
-            stream_arn=mapping.EventSourceArn,
-            records=factory,
-        )
-        return api, _Polling(
-            polling.interval_seconds, MIN_POLL_INTERVAL_SECONDS, polling.records_limit
         )
 
     async def _backend(
@@ -555,22 +470,12 @@ class Daemon:
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
         )
 
-    def _queue_runner(
-        self, mapping: MappingConfig, client: Any, backend: FunctionBackend
+    def _queue_engine(
+        self, mapping: MappingConfig, source: registry.QueueSource, backend: FunctionBackend
     ) -> QueueEngine:
         sqs = self.config.sqs
         backoff = self._backoff()
-        reader = SqsReader(
-            client,
-            SqsSettings(
-                queue_arn=mapping.EventSourceArn,
-                region=mapping.region,
-                mapping=mapping.mapping_name,
-                extend_visibility=sqs.extend_visibility,
-                retry_delay=backoff.delay,
-            ),
-            self.metrics,
-        )
+        reader = source.open_reader()
         scaling = mapping.ScalingConfig
         settings = QueueSettings(
             mapping=mapping.mapping_name,
@@ -599,11 +504,10 @@ class Daemon:
         )
         return QueueEngine(reader, settings, self._deliverer(mapping, backend), self.metrics)
 
-    def _create_runner(
+    def _stream_engine(
         self,
         mapping: MappingConfig,
-        api: StreamAPI,
-        polling: _Polling,
+        source: registry.StreamSource,
         backend: FunctionBackend,
         store: CheckpointStore,
         discard: Discard | None,
@@ -617,13 +521,17 @@ class Daemon:
                 batch_size=mapping.batch_size,
                 window_seconds=float(mapping.batching_window_seconds),
             ),
-            poll_interval=polling.idle,
-            busy_poll_interval=polling.busy,
-            records_limit=polling.records_limit,
+            poll_interval=source.poll_interval,
+            busy_poll_interval=(
+                MIN_POLL_INTERVAL_SECONDS
+                if source.busy_poll_interval is None
+                else source.busy_poll_interval
+            ),
+            records_limit=source.records_limit,
             discovery_interval=config.polling.shard_discovery_interval_seconds,
             parallelization=mapping.ParallelizationFactor,
             tumbling_window_seconds=mapping.TumblingWindowInSeconds,
             record_filter=record_filter(mapping, self.metrics),
         )
         deliverer = replace(self._deliverer(mapping, backend), discard=discard)
-        return StreamEngine(api, settings, deliverer, store, self.metrics)
+        return StreamEngine(source.api, settings, deliverer, store, self.metrics)

@@ -1,4 +1,5 @@
-"""Plugin families by type name: function backends, on-failure destinations, checkpoint stores.
+"""Plugin families by type name: event sources, function backends, on-failure destinations,
+checkpoint stores.
 
 Each plugin is a settings model (pydantic, on `esm.settings`) and a factory, registered here
 once. The configuration builds its unions and checks from these tables and the daemon builds
@@ -22,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_check
 from pydantic import BaseModel
 
 from esm.errors import ConfigError
-from esm.protocols import CheckpointStore, Destination, FunctionBackend
+from esm.protocols import CheckpointStore, Destination, FunctionBackend, QueueReader, StreamAPI
 
 if TYPE_CHECKING:
     from esm.metrics import Metrics
-    from esm.settings import FunctionSettings, StateSettings
+    from esm.settings import FunctionSettings, SourceSettings, StateSettings
 
 __all__ = [
     "BACKEND_ENTRY_POINTS",
@@ -35,6 +36,8 @@ __all__ = [
     "DESTINATIONS",
     "FUNCTION_BACKENDS",
     "PLAIN_FACTORY_TYPE",
+    "SOURCES",
+    "SOURCE_ENTRY_POINTS",
     "BackendContext",
     "BackendFactory",
     "CheckpointStoreFactory",
@@ -42,18 +45,27 @@ __all__ = [
     "DestinationFactory",
     "Family",
     "Plugin",
+    "QueueSource",
+    "SourceContext",
+    "SourceFactory",
     "StartableBackend",
+    "StreamSource",
     "UnknownPlugin",
     "as_plain_factory_function",
     "backend_entry_points",
     "build_backend",
     "build_checkpoint_store",
     "build_destination",
+    "build_source",
     "discover_backend",
+    "discover_source",
+    "source_entry_points",
 ]
 
 BACKEND_ENTRY_POINTS = "esm.backends"
 """The entry-point group other packages register function backends under."""
+SOURCE_ENTRY_POINTS = "esm.sources"
+"""The entry-point group other packages register event sources under (by ARN service)."""
 
 AwsClients = Callable[[str, str], Awaitable[Any]]
 """An open AWS client for (service, region); whoever provides it closes it."""
@@ -81,6 +93,51 @@ class DestinationContext:
     region: str
     """The mapping's region: for ARNs that name none (S3 buckets)."""
     aws_client: AwsClients
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a source factory gets besides the source (its parsed EventSourceArn)."""
+
+    mapping: str
+    """The mapping's name, for logs and metrics."""
+    aws_client: AwsClients
+    metrics: Metrics
+    identity_arn: str
+    """The role esm acts as (a Kinesis event's invokeIdentityArn)."""
+    poll_interval: float
+    """`polling.interval_seconds`: how long a stream shard waits after an empty read."""
+    records_limit: int
+    """`polling.records_limit`: the most records one read asks for."""
+    extend_visibility: bool
+    """`sqs.extend_visibility`: keep a queue's in-flight messages invisible while invoking."""
+    retry_delay: Callable[[int], float]
+    """The delay before retry N of a failed call (esm's backoff)."""
+    on_close: Callable[[Callable[[], Awaitable[None]]], None]
+    """Register a coroutine function to run when the mapping's resources are closed."""
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """A source read shard by shard, with checkpoints (the stream engine runs it)."""
+
+    api: StreamAPI
+    poll_interval: float
+    """The wait after a read that returned nothing."""
+    records_limit: int
+    busy_poll_interval: float | None = None
+    """The wait after a read that returned records; None for the engine's least."""
+
+
+@dataclass(frozen=True)
+class QueueSource:
+    """A source of messages that are deleted once processed (the queue engine runs it)."""
+
+    open_reader: Callable[[], QueueReader]
+    """A fresh reader: the engine of a mapping restarted after a failure gets a new one."""
+
+
+SourceFactory = Callable[[SourceContext, Any], Awaitable[StreamSource | QueueSource]]
 
 
 @runtime_checkable
@@ -207,6 +264,31 @@ PLAIN_FACTORY_TYPE = "plugin"
 """The registered type of functions whose backend is a plain-factory entry point."""
 
 
+SOURCES: Family[SourceFactory] = Family(
+    "event source service",
+    [
+        Plugin(
+            "kinesis",
+            "esm.sources.plugins:KinesisSource",
+            "esm.sources.plugins:open_kinesis",
+            "a Kinesis stream, or a stream consumer for enhanced fan-out",
+        ),
+        Plugin(
+            "dynamodb",
+            "esm.sources.plugins:DynamoDBSource",
+            "esm.sources.plugins:open_dynamodb",
+            "a DynamoDB table's stream",
+        ),
+        Plugin(
+            "sqs",
+            "esm.sources.plugins:SqsSource",
+            "esm.sources.plugins:open_sqs",
+            "an SQS standard or FIFO queue",
+        ),
+    ],
+)
+"""Event sources by the service of their EventSourceArn."""
+
 FUNCTION_BACKENDS: Family[BackendFactory] = Family(
     "type",
     [
@@ -309,6 +391,13 @@ DEFAULT_CHECKPOINT_STORE = "sqlite"
 # --------------------------------------------------------------------------- building
 
 
+async def build_source(
+    context: SourceContext, source: SourceSettings
+) -> StreamSource | QueueSource:
+    """What reads `source` (a mapping's parsed EventSourceArn), by its kind."""
+    return await SOURCES.get(source.kind).load_factory()(context, source)
+
+
 async def build_backend(context: BackendContext, settings: FunctionSettings) -> FunctionBackend:
     """The backend of a function, by its settings' type."""
     factory = FUNCTION_BACKENDS.get(settings.type).load_factory()
@@ -367,4 +456,31 @@ def discover_backend(name: str) -> bool:
         # must say the same: a mismatch is reported when the function is built.
         return False
     FUNCTION_BACKENDS.register(loaded)
+    return True
+
+
+def source_entry_points() -> dict[str, Any]:
+    """Entry points registered under `esm.sources`, by name (not loaded)."""
+    return {ep.name: ep for ep in entry_points(group=SOURCE_ENTRY_POINTS)}
+
+
+def discover_source(service: str) -> bool:
+    """Whether `service` (an ARN's service) is a registered source, registering it first
+    when an installed package's entry point of that name is a `Plugin` of that name.
+
+    An entry point that does not load, or is not such a plugin, leaves the service unknown:
+    the configuration then says that its ARN is not an event source.
+    """
+    if service in SOURCES:
+        return True
+    found = source_entry_points().get(service)
+    if found is None:
+        return False
+    try:
+        loaded = found.load()
+    except Exception:  # noqa: BLE001 - plugin boundary: an unusable plugin is an unknown source
+        return False
+    if not isinstance(loaded, Plugin) or loaded.name != service:
+        return False
+    SOURCES.register(loaded)
     return True

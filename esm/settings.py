@@ -1,6 +1,6 @@
 """What every configuration model shares: the strict base, a problem, a value shown short.
 
-Plugin modules (backends, destinations, checkpoint stores) declare their settings on these
+Plugin modules (sources, backends, destinations, checkpoint stores) declare their settings on these
 bases, so they need neither `esm.config` (the whole file) nor each other. Ranges are written
 as `Field(ge=, le=, gt=, lt=)`; `range_text` turns them into the words `esm validate` prints
 and the configuration reference shows, so a range is stated once.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import reprlib
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -27,6 +27,7 @@ __all__ = [
     "ConfigModel",
     "DestinationSettings",
     "FunctionSettings",
+    "SourceSettings",
     "StateSettings",
     "bounds",
     "config_problem",
@@ -258,4 +259,79 @@ class DestinationSettings(ConfigModel):
     @classmethod
     def arn_problem(cls, arn: str, region: str, account: str, resource: str) -> str | None:
         """Why `arn` (already split) cannot be such a destination, or None when it can."""
+        return None
+
+
+class SourceSettings(ConfigModel):
+    """An event source: its EventSourceArn taken apart, and the rules its kind puts on a
+    mapping's parameters.
+
+    The class variables are the kind's rules; an instance is one ARN (`from_resource` builds
+    it). The configuration checks every mapping parameter through these, so it names no
+    source kind, and the daemon runs the source on the engine its `engine` names.
+    """
+
+    kind: ClassVar[str] = ""
+    """The name it is registered under: the service of its ARNs (arn:aws:SERVICE:...)."""
+    title: ClassVar[str] = ""
+    """The service's name in messages ("Kinesis")."""
+    description: ClassVar[str] = ""
+    """What such a source is, with its article ("a Kinesis stream")."""
+    arn_form: ClassVar[str] = ""
+    """What its ARN looks like, for the problem that lists every kind of source."""
+    engine: ClassVar[Literal["stream", "queue"]] = "stream"
+    """How esm reads it: shards with checkpoints, or a queue whose messages are deleted."""
+    default_batch_size: ClassVar[int] = 100
+    """AWS's BatchSize when a mapping gives none."""
+    starting_positions: ClassVar[tuple[str, ...]] = ()
+    """The StartingPosition values it takes; empty when it has none (and takes none)."""
+    record_form: ClassVar[Literal["kinesis", "dynamodb", "sqs"]] = "kinesis"
+    """The shape of its event records: what FilterCriteria patterns match against and, for
+    streams, the form of on-failure records."""
+    failures_note: ClassVar[str] = ""
+    """Where a queue source's failed records go instead of an on-failure destination."""
+
+    arn: str = Field(description="The EventSourceArn.")
+    partition: str = Field(description="The ARN's partition (aws, aws-cn, aws-us-gov).")
+    region: str
+    account: str
+    name: str = Field(description="The stream, table or queue name in the ARN.")
+
+    @classmethod
+    def from_resource(
+        cls, arn: str, partition: str, region: str, account: str, resource: str
+    ) -> Self:
+        """The source of `arn`, whose region and account are checked already and whose
+        resource part (after the account) is `resource`.
+
+        :raises ValueError: saying what the ARN should look like.
+        """
+        return cls(arn=arn, partition=partition, region=region, account=account, name=resource)
+
+    @property
+    def fifo(self) -> bool:
+        """Whether records come in order per message group (SQS FIFO queues)."""
+        return False
+
+    @property
+    def stream_arn(self) -> str:
+        """The ARN of the stream itself (a Kinesis consumer ARN names its stream's)."""
+        return self.arn
+
+    @property
+    def takes_timestamp(self) -> bool:
+        """Whether StartingPosition AT_TIMESTAMP (and so StartingPositionTimestamp) applies."""
+        return "AT_TIMESTAMP" in self.starting_positions
+
+    def describe(self) -> str:
+        """What this source is, with its article, as messages say it."""
+        return self.description
+
+    def batch_size_problem(self, batch_size: int) -> str | None:
+        """Why `batch_size` is out of range for this source beyond AWS's 1 to 10,000."""
+        return None
+
+    def window_problem(self, window: int, batch_size: int | None) -> str | None:
+        """Why MaximumBatchingWindowInSeconds `window` (0 to 300 already) cannot be used
+        with this source and the mapping's BatchSize."""
         return None

@@ -24,6 +24,7 @@ from esm.config import (
     parse_source_arn,
 )
 from esm.errors import ConfigError
+from esm.sources.plugins import DynamoDBSource, KinesisSource
 
 KINESIS_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 DYNAMODB_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
@@ -786,6 +787,7 @@ def test_a_function_may_read_several_sources_and_be_unused() -> None:
 
 def test_parse_source_arn() -> None:
     dynamodb = parse_source_arn(DYNAMODB_ARN)
+    assert isinstance(dynamodb, DynamoDBSource)
     assert (dynamodb.kind, dynamodb.name, dynamodb.stream_label) == (
         "dynamodb",
         "orders",
@@ -795,6 +797,7 @@ def test_parse_source_arn() -> None:
     assert (fifo.kind, fifo.name, fifo.fifo) == ("sqs", "orders.fifo", True)
     assert parse_source_arn(SQS_ARN).fifo is False
     consumer = parse_source_arn(KINESIS_ARN + "/consumer/app:1700000000")
+    assert isinstance(consumer, KinesisSource)
     assert (consumer.name, consumer.consumer, consumer.stream_arn) == ("orders", "app", KINESIS_ARN)
     with pytest.raises(ValueError, match="is not an ARN"):
         parse_source_arn("orders")
