@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import structlog
 
 from esm.aws.errors import aws_call
-from esm.aws.kinesis import (
-    KinesisFanOutClient,
-    ShardEventStream,
-    ShardEventStreamItem,
-    StartingPosition,
-    SubscribeToShardEvent,
-    close_event_stream,
-)
+from esm.aws.kinesis import KinesisFanOutClient, SubscribeToShardEvent
 from esm.errors import SourceError
-from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
+from esm.model import IteratorType, RecordsPage, ShardInfo, StartPosition
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
+from esm.sources.kinesis_subscription import Subscription, Wait, position_token, starting_position
+
+__all__ = [
+    "DEFAULT_EVENT_WAIT_SECONDS",
+    "FAN_OUT_POLL_INTERVAL_SECONDS",
+    "MIN_SUBSCRIBE_INTERVAL_SECONDS",
+    "KinesisFanOutAPI",
+    "parse_consumer_arn",
+    "position_token",
+]
 
 FAN_OUT_POLL_INTERVAL_SECONDS = 0.0
 """StreamSettings.poll_interval and busy_poll_interval for a fan-out mapping: get_records
@@ -40,8 +40,6 @@ _CONSUMER_ARN = re.compile(
     r"/consumer/(?P<consumer>[a-zA-Z0-9_.-]{1,128}):\d+"
 )
 
-_SEQUENCE_TYPES = (IteratorType.AFTER_SEQUENCE_NUMBER, IteratorType.AT_SEQUENCE_NUMBER)
-
 
 def parse_consumer_arn(arn: str) -> tuple[str, str, str]:
     """The stream ARN, stream name and consumer name of a Kinesis stream consumer ARN
@@ -56,115 +54,6 @@ def parse_consumer_arn(arn: str) -> tuple[str, str, str]:
             "arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/CONSUMER:EPOCH"
         )
     return found["stream_arn"], found["stream"], found["consumer"]
-
-
-def position_token(position: StartPosition) -> str:
-    """The opaque iterator of a fan-out shard: where its subscription starts, as text."""
-    if position.type in _SEQUENCE_TYPES:
-        if position.sequence is None:
-            raise ValueError(f"{position.type.value} needs a sequence number")
-        return f"{position.type.value}:{position.sequence}"
-    if position.type is IteratorType.AT_TIMESTAMP:
-        if position.timestamp is None:
-            raise ValueError("AT_TIMESTAMP needs a timestamp")
-        return f"{position.type.value}:{position.timestamp!r}"
-    return str(position.type.value)
-
-
-def _starting_position(token: str) -> StartingPosition:
-    """SubscribeToShard's StartingPosition for a token made by `position_token`."""
-    kind, _, value = token.partition(":")
-    try:
-        iterator_type = IteratorType(kind)
-    except ValueError:
-        raise SourceError(f"{token!r} is not an enhanced fan-out position") from None
-    starting: StartingPosition = {"Type": iterator_type.value}
-    if iterator_type in _SEQUENCE_TYPES:
-        starting["SequenceNumber"] = value
-    elif iterator_type is IteratorType.AT_TIMESTAMP:
-        starting["Timestamp"] = float(value)
-    return starting
-
-
-class _Wait(enum.Enum):
-    TIMED_OUT = "timed out"
-    """No event yet; the read stays pending for the next call."""
-    ENDED = "ended"
-    """The subscription is over (its lifetime ran out, or the shard ended)."""
-
-
-async def _pull(events: AsyncIterator[ShardEventStreamItem]) -> ShardEventStreamItem | _Wait:
-    try:
-        return await anext(events)
-    except StopAsyncIteration:
-        # A task must not end with StopAsyncIteration: say it with a value.
-        return _Wait.ENDED
-
-
-class _Subscription:
-    """One open SubscribeToShard of one shard, and the position its next event continues."""
-
-    def __init__(self, position: str, stream: ShardEventStream) -> None:
-        self.position = position
-        """The token whose records this subscription serves next."""
-        self._stream = stream
-        self._events = aiter(stream)
-        self._pending: asyncio.Task[ShardEventStreamItem | _Wait] | None = None
-        self._held: list[Record] = []
-        self._held_next: str | None = None
-        self._held_millis: int | None = None
-
-    @property
-    def holding(self) -> bool:
-        return bool(self._held)
-
-    async def next_event(self, wait: float) -> ShardEventStreamItem | _Wait:
-        """The next pushed event, or why there is none.
-
-        The read runs in a task of its own: cancelling a read of aiobotocore's event stream
-        halfway would end the stream, whereas a task outlives the `wait` or a cancelled
-        caller and hands its event to the next call.
-        """
-        if self._pending is None:
-            self._pending = asyncio.get_running_loop().create_task(_pull(self._events))
-        done, _ = await asyncio.wait((self._pending,), timeout=wait)
-        if not done:
-            return _Wait.TIMED_OUT
-        task, self._pending = self._pending, None
-        return task.result()
-
-    def hold(self, records: Sequence[Record], next_token: str | None, millis: int | None) -> None:
-        """Keep an event's records until the runner takes them, `limit` at a time."""
-        self._held = list(records)
-        self._held_next = next_token
-        self._held_millis = millis
-
-    def take(self, limit: int) -> RecordsPage:
-        limit = max(1, limit)
-        if len(self._held) > limit:
-            part, self._held = self._held[:limit], self._held[limit:]
-            # The rest of the event is served to the call that asks for the position
-            # right after this part, which is the next_iterator of this page.
-            self.position = position_token(
-                StartPosition(IteratorType.AFTER_SEQUENCE_NUMBER, part[-1].sequence)
-            )
-            return RecordsPage(part, next_iterator=self.position, millis_behind=self._held_millis)
-        part, self._held = self._held, []
-        if self._held_next is not None:
-            self.position = self._held_next
-        return RecordsPage(part, next_iterator=self._held_next, millis_behind=self._held_millis)
-
-    async def close(self) -> None:
-        """Stop the read in progress and release the connection; never raises."""
-        with anyio.CancelScope(shield=True):
-            task, self._pending = self._pending, None
-            if task is not None:
-                task.cancel()
-                await asyncio.wait((task,))
-                if not task.cancelled():
-                    # Retrieved, so that asyncio does not report it as never retrieved.
-                    task.exception()
-            await close_event_stream(self._stream, self._events)
 
 
 class KinesisFanOutAPI:
@@ -196,7 +85,7 @@ class KinesisFanOutAPI:
         self._shards = KinesisStreamAPI(
             client, stream_name=stream_name, stream_arn=stream_arn, records=records
         )
-        self._subscriptions: dict[str, _Subscription] = {}
+        self._subscriptions: dict[str, Subscription] = {}
         self._subscribed_at: dict[str, float] = {}
         self.log = structlog.get_logger("esm.kinesis_efo").bind(consumer=consumer_arn)
 
@@ -245,11 +134,11 @@ class KinesisFanOutAPI:
             except SourceError:
                 await self._drop(shard_id)
                 raise
-            if raw is _Wait.TIMED_OUT:
+            if raw is Wait.TIMED_OUT:
                 # Nothing pushed yet: an empty page at the same position keeps the runner
                 # calling, and the read under way carries over to the next call.
                 return RecordsPage([], next_iterator=iterator, answered=answered)
-            if raw is _Wait.ENDED:
+            if raw is Wait.ENDED:
                 # The subscription lived out its time: renew it where it stopped.
                 self.log.debug("subscription ended, renewing", shard=shard_id, position=iterator)
                 await self._drop(shard_id)
@@ -268,7 +157,7 @@ class KinesisFanOutAPI:
             return page
 
     def _accept(
-        self, shard_id: str, subscription: _Subscription, event: SubscribeToShardEvent, limit: int
+        self, shard_id: str, subscription: Subscription, event: SubscribeToShardEvent, limit: int
     ) -> RecordsPage:
         records = [self.records.from_api(shard_id, raw) for raw in event.get("Records") or ()]
         continuation = event.get("ContinuationSequenceNumber")
@@ -288,8 +177,8 @@ class KinesisFanOutAPI:
         subscription.hold(records, next_token, event.get("MillisBehindLatest"))
         return subscription.take(limit)
 
-    async def _subscribe(self, shard_id: str, position: str) -> _Subscription:
-        starting = _starting_position(position)
+    async def _subscribe(self, shard_id: str, position: str) -> Subscription:
+        starting = starting_position(position)
         last = self._subscribed_at.get(shard_id)
         if last is not None:
             await anyio.sleep(max(0.0, last + self.min_subscribe_interval - time.monotonic()))
@@ -301,7 +190,7 @@ class KinesisFanOutAPI:
             answer = await self.client.subscribe_to_shard(
                 ConsumerARN=self.consumer_arn, ShardId=shard_id, StartingPosition=starting
             )
-        subscription = _Subscription(position, answer["EventStream"])
+        subscription = Subscription(position, answer["EventStream"])
         self._subscriptions[shard_id] = subscription
         self.log.debug("subscribed", shard=shard_id, position=position)
         return subscription
