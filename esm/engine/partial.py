@@ -41,27 +41,12 @@ def stream_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures
     empty list. Complete failure: an identifier that is empty, null, missing, or not a
     sequence number of the batch, or any other answer that is not an object.
     """
-    if answer is None or answer == {} or answer == []:
+    if answer == []:
         return ALL_SUCCEEDED
-    if not isinstance(answer, dict):
-        return _complete_failure(f"the answer is a {type(answer).__name__}, not an object")
-    failures = answer.get("batchItemFailures")
-    if failures is None or failures == []:
-        return ALL_SUCCEEDED
-    if not isinstance(failures, list):
-        return _complete_failure("batchItemFailures is not a list")
-    index_of = {r.sequence: i for i, r in enumerate(records)}
-    lowest: int | None = None
-    for item in failures:
-        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
-        if not isinstance(identifier, str) or not identifier:
-            return _complete_failure(f"invalid batch item failure {item!r}")
-        index = index_of.get(identifier)
-        if index is None:
-            return _complete_failure(f"itemIdentifier {identifier!r} is not in the batch")
-        if lowest is None or index < lowest:
-            lowest = index
-    return ItemFailures(lowest)
+    failed = _failed_indices(answer, records)
+    if isinstance(failed, ItemFailures):
+        return failed
+    return ItemFailures(min(failed))
 
 
 def queue_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures | frozenset[int]:
@@ -71,6 +56,13 @@ def queue_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures 
     (`ItemFailures(0, reason)`): an identifier that is empty, null, missing or not a message
     of the batch, or an answer that is not an object, fails every message, as on AWS.
     """
+    failed = _failed_indices(answer, records)
+    return failed if isinstance(failed, ItemFailures) else frozenset(failed)
+
+
+def _failed_indices(answer: Any, records: Sequence[Record]) -> ItemFailures | set[int]:
+    """The batch's indices an answer names in batchItemFailures: ALL_SUCCEEDED for none,
+    or a complete failure for an answer that is not what AWS accepts."""
     if answer is None or answer == {}:
         return ALL_SUCCEEDED
     if not isinstance(answer, dict):
@@ -90,7 +82,7 @@ def queue_item_failures(answer: Any, records: Sequence[Record]) -> ItemFailures 
         if index is None:
             return _complete_failure(f"itemIdentifier {identifier!r} is not in the batch")
         failed.add(index)
-    return frozenset(failed)
+    return failed
 
 
 def fail_rest_of_groups(failed: frozenset[int], records: Sequence[Record]) -> frozenset[int]:
