@@ -241,6 +241,38 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
+        self.leases_held = Gauge(
+            "esm_leases_held",
+            "Shard leases this process holds and reads (state.backend dynamodb).",
+            ["mapping"],
+            registry=r,
+        )
+        self.leases_taken = Counter(
+            "esm_leases_taken",
+            "Shard leases taken: free ones, and expired ones of workers presumed dead.",
+            ["mapping"],
+            registry=r,
+        )
+        self.leases_stolen = Counter(
+            "esm_leases_stolen",
+            "Shard leases asked of a busier worker to even out the load (handed over after "
+            "its final checkpoint).",
+            ["mapping"],
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "esm_leases_lost",
+            "Shard leases this process lost: taken by another worker, or given up because its "
+            "own heartbeat could not be written in time.",
+            ["mapping"],
+            registry=r,
+        )
+        self.lease_heartbeat_failures = Counter(
+            "esm_lease_heartbeat_failures",
+            "Heartbeat writes to the lease table that failed.",
+            ["worker"],
+            registry=r,
+        )
 
     def describe_mappings(self, mappings: Iterable[MappingInfo]) -> None:
         """Export esm_mapping_info for each mapping of the configuration."""

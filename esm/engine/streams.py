@@ -3,14 +3,15 @@
 The engine lists the stream's shards periodically and keeps their lineage. A shard is ready
 once its parents are finished (read to their end and checkpointed), so records of one key
 are delivered in order across a resharding. Ready shards are handed to a `Coordinator` as
-work units; today the engine acquires every ready shard itself (one esm owns the stream).
+work units. A lone esm acquires every ready shard itself; when several share the stream, a
+`ShardOwnership` (the lease manager) decides, through `acquire`, `release` and `lose`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -28,6 +29,19 @@ from esm.model import IteratorType, ShardInfo, StartPosition
 from esm.protocols import CheckpointStore, StreamAPI
 
 
+class ShardOwnership(Protocol):
+    """Who decides which shards this process reads, when it is not alone (leases)."""
+
+    async def run(self, shards: StreamEngine, stopping: Callable[[], bool]) -> None:
+        """Acquire, release and lose the engine's shards until `stopping()` and every
+        reader has ended; then return."""
+        ...
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each shard's owner and lease counter, for /status."""
+        ...
+
+
 class StreamEngine:
     """Runs one stream mapping until `stop()`: every shard read in order, parents first."""
 
@@ -40,8 +54,10 @@ class StreamEngine:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        ownership: ShardOwnership | None = None,
     ) -> None:
         self.api = api
+        self.ownership = ownership
         self.settings = settings
         self.deliverer = deliverer
         self.store = store
@@ -86,6 +102,8 @@ class StreamEngine:
             self.shards[shard_id] = state
         async with anyio.create_task_group() as tg:
             self._coordinator = Coordinator(tg, self._run_shard, name="shard")
+            if self.ownership is not None:
+                tg.start_soon(self.ownership.run, self, lambda: self.stopping)
             with self.reading.scope():
                 await self._discover_forever()
             self._coordinator.release_all(self._grace)
@@ -109,11 +127,40 @@ class StreamEngine:
         return self.reading.interrupted
 
     def status(self) -> dict[str, Any]:
-        return {
-            "ready": self.ready,
-            "stopping": self.stopping,
-            "shards": {sid: s.as_dict() for sid, s in sorted(self.shards.items())},
-        }
+        shards = {sid: s.as_dict() for sid, s in sorted(self.shards.items())}
+        if self.ownership is not None:
+            for sid, lease in self.ownership.status().items():
+                shards.setdefault(sid, {})["lease"] = lease
+        return {"ready": self.ready, "stopping": self.stopping, "shards": shards}
+
+    # -- the shards as a lease manager drives them (esm.leases.manager.LeasedShards) ----------
+
+    def listing(self) -> Mapping[str, ShardInfo] | None:
+        """The shards as last listed; None before the first listing."""
+        if not self.ready:
+            return None
+        return {sid: state.info for sid, state in self.shards.items()}
+
+    def running(self) -> frozenset[str]:
+        return self._coordinator.held if self._coordinator is not None else frozenset()
+
+    def acquire(self, shard_id: str, start: StartPosition) -> bool:
+        """Read `shard_id` from `start` (a position the lease says)."""
+        if self._coordinator is None or self.stopping:
+            return False
+        state = self.shards.setdefault(shard_id, ShardState(info=ShardInfo(shard_id)))
+        state.phase = ShardPhase.WAITING
+        state.checkpoint = start.sequence
+        self._starts[shard_id] = start
+        return self._coordinator.acquire(shard_id)
+
+    def release(self, shard_id: str, grace: float | None) -> None:
+        if self._coordinator is not None:
+            self._coordinator.release(shard_id, grace)
+
+    def lose(self, shard_id: str) -> None:
+        if self._coordinator is not None:
+            self._coordinator.lose(shard_id)
 
     # -- discovery and lineage -----------------------------------------------------------
 
@@ -131,7 +178,8 @@ class StreamEngine:
                 continue
             failures = 0
             self._merge_listing(listed)
-            self._acquire_ready()
+            if self.ownership is None:
+                self._acquire_ready()
             self.ready = True
             self._first_run = False
             assert self._coordinator is not None
