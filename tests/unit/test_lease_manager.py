@@ -3,6 +3,8 @@ a clock the test moves: takes, handoffs, failover, lineage, fencing."""
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 
 import pytest
@@ -69,10 +71,8 @@ class World:
 
     async def finish_releases(self, worker: Worker) -> None:
         for shard_id in sorted(worker.shards.releasing):
-            try:
+            with contextlib.suppress(LeaseLost):
                 await self.checkpoint(worker, shard_id, Checkpoint(self.last_of(worker, shard_id)))
-            except LeaseLost:
-                pass
             worker.shards.end(shard_id)
 
     def last_of(self, worker: Worker, shard_id: str) -> str | None:

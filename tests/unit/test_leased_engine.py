@@ -150,7 +150,7 @@ async def test_a_worker_that_stops_hands_its_shards_over_with_nothing_twice() ->
         tg.start_soon(a.run)
         tg.start_soon(b.run)
         await _until(lambda: len(a.delivered()) + len(b.delivered()) == 20)
-        await _until(lambda: a.engine.running() and b.engine.running())
+        await _until(lambda: bool(a.engine.running() and b.engine.running()))
         a.engine.stop(grace=1)
         await a.stopped.wait()
         for shard_id in put:
