@@ -158,5 +158,11 @@ def age_records(stream_name: str, seconds: float) -> None:
     )
     for shard in stream.shards.values():
         for record in shard.records.values():
-            record.created_at_datetime -= timedelta(seconds=seconds)
-            record.created_at -= seconds
+            # Older moto keeps the arrival time twice (epoch seconds and a datetime), newer
+            # moto once, as a datetime; its annotations match neither.
+            aged: Any = record
+            if hasattr(aged, "created_at_datetime"):
+                aged.created_at_datetime -= timedelta(seconds=seconds)
+                aged.created_at -= seconds
+            else:
+                aged.created_at -= timedelta(seconds=seconds)

@@ -4,7 +4,6 @@ a clock the test moves: takes, handoffs, failover, lineage, fencing."""
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
 
 import pytest
