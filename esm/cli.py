@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
         "schema", help="print the JSON Schema of esm.yaml (for editors to complete and check it)"
     )
 
+    copy = commands.add_parser(
+        "copy-checkpoints",
+        help="copy a sqlite state file's checkpoints into the lease table of state.backend "
+        "dynamodb, so that one esm can grow into several without replay",
+    )
+    copy.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    copy.add_argument(
+        "--from", dest="source", required=True, help="the sqlite state file (state.path)"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
@@ -127,6 +137,24 @@ def _schema() -> int:
     return 0
 
 
+def _copy_checkpoints(config_path: str, source: str) -> int:
+    from esm.state_copy import copy_state_file
+
+    config = _load(config_path)
+    if config is None:
+        return 1
+    try:
+        report = anyio.run(copy_state_file, config, source)
+    except ConfigError as error:
+        _print_problems(error)
+        return 1
+    except EsmError as error:
+        print(redact(f"esm: {error}"), file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
@@ -135,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _validate(args.config)
     if args.command == "schema":
         return _schema()
+    if args.command == "copy-checkpoints":
+        return _copy_checkpoints(args.config, args.source)
     from esm.demo import run_demo
 
     return run_demo(

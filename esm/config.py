@@ -127,6 +127,7 @@ _ARN = re.compile(
     r"arn:(?P<partition>aws[a-zA-Z0-9-]*):(?P<service>[a-zA-Z0-9-]+):"
     r"(?P<region>[^:]*):(?P<account>[^:]*):(?P<resource>.+)"
 )
+_KCL_TABLE = re.compile(r"[a-zA-Z0-9_.-]{3,255}")
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # A mapping's `name`: a Prometheus label value, a log field and an HTTP header value.
 _MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -635,6 +636,9 @@ class MappingConfig(_Model):
     Tags: dict[str, str] = Field(default_factory=dict)
     name: str | None = None
     """esm's own key: the mapping's name in metrics, logs and the X-Esm-Mapping header."""
+    kcl_lease_table: str | None = None
+    """esm's own key: the lease table of a Kinesis Client Library application whose
+    checkpoints this mapping continues from (state.backend dynamodb)."""
 
     @field_validator("EventSourceArn")
     @classmethod
@@ -867,6 +871,19 @@ class MappingConfig(_Model):
             )
         return value
 
+    @field_validator("kcl_lease_table")
+    @classmethod
+    def _check_kcl_table(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        _streams_only(info)
+        if _KCL_TABLE.fullmatch(value) is None:
+            raise _fail(
+                f"{_show(value)} is not a DynamoDB table name: 3 to 255 letters, digits, "
+                "'_', '-' and '.'"
+            )
+        return value
+
     # Resolved values the daemon uses.
 
     @property
@@ -1068,6 +1085,21 @@ class EsmConfig(_Model):
         if problems:
             raise _fail(*problems)
         return value
+
+    @model_validator(mode="after")
+    def _check_kcl_tables(self) -> EsmConfig:
+        problems = [
+            _join(
+                f"mappings[{index}] ({mapping.label()})",
+                f"kcl_lease_table: {mapping.kcl_lease_table!r} needs state.backend dynamodb "
+                f"(it is {self.state.backend}): leases are shared through DynamoDB",
+            )
+            for index, mapping in enumerate(self.mappings)
+            if mapping.kcl_lease_table is not None and self.state.backend != "dynamodb"
+        ]
+        if problems:
+            raise _fail(*problems)
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> EsmConfig:

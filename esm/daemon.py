@@ -30,6 +30,7 @@ from esm.engine.stream_model import MIN_POLL_INTERVAL_SECONDS, StreamSettings
 from esm.engine.streams import StreamEngine
 from esm.errors import SettingError, describe
 from esm.filter import compile_filters
+from esm.leases.store import LeasingStore
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.protocols import CheckpointStore, FunctionBackend
@@ -214,7 +215,10 @@ class Daemon:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 clients = _Clients(self._client_opener, stack)
-                store = await stack.enter_async_context(self._open_store())
+                store = await stack.enter_async_context(self._open_store(clients))
+                if isinstance(store, LeasingStore):
+                    # Beats from before the first lease is taken until the last is let go.
+                    await stack.enter_async_context(store.leasing())
                 backends = await stack.enter_async_context(self._open_backends())
                 # Everything that can fail on bad settings (a handler that does not import)
                 # fails here, before any task starts.
@@ -226,12 +230,13 @@ class Daemon:
     # -- what the daemon opens -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _open_store(self) -> AsyncIterator[CheckpointStore]:
+    async def _open_store(self, clients: _Clients) -> AsyncIterator[CheckpointStore]:
         """The checkpoint store; one the caller passed in is the caller's to close."""
         if self._store is not None:
             yield self._store
             return
-        store = registry.build_checkpoint_store(self.config.state)
+        context = registry.StoreContext(self.config.aws.region, clients.get, self.metrics)
+        store = registry.build_checkpoint_store(self.config.state, context)
         try:
             yield store
         finally:
@@ -387,6 +392,8 @@ class Daemon:
             on_close=on_close,
         )
         source = await registry.build_source(context, mapping.source)
+        if mapping.kcl_lease_table is not None and isinstance(store, LeasingStore):
+            await store.check_lease_table(mapping.kcl_lease_table)
         if isinstance(source, registry.QueueSource):
             return lambda: self._queue_engine(mapping, source, backend)
         discard = await self._on_failure(mapping, clients)
@@ -534,4 +541,17 @@ class Daemon:
             record_filter=record_filter(mapping, self.metrics),
         )
         deliverer = replace(self._deliverer(mapping, backend), discard=discard)
-        return StreamEngine(source.api, settings, deliverer, store, self.metrics)
+        ownership = None
+        if isinstance(store, LeasingStore):
+            # Several esm processes share the stream: leases decide which shards are read here.
+            ownership = store.lease_manager(
+                mapping.mapping_id,
+                label=mapping.mapping_name,
+                initial=mapping.starting_position or "TRIM_HORIZON",
+                at_timestamp=mapping.starting_position_timestamp,
+                grace=config.delivery.shutdown_grace_seconds,
+                lease_table=mapping.kcl_lease_table,
+            )
+        return StreamEngine(
+            source.api, settings, deliverer, store, self.metrics, ownership=ownership
+        )

@@ -273,6 +273,13 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.aws_calls = Counter(
+            "esm_aws_calls",
+            "AWS calls esm made, by operation and outcome (ok, conflict: a conditional write "
+            "that found the item changed, throttled, error). So far the lease table's.",
+            ["operation", "outcome"],
+            registry=r,
+        )
 
     def describe_mappings(self, mappings: Iterable[MappingInfo]) -> None:
         """Export esm_mapping_info for each mapping of the configuration."""

@@ -49,6 +49,7 @@ __all__ = [
     "SourceContext",
     "SourceFactory",
     "StartableBackend",
+    "StoreContext",
     "StreamSource",
     "UnknownPlugin",
     "as_plain_factory_function",
@@ -150,7 +151,21 @@ class StartableBackend(Protocol):
 
 BackendFactory = Callable[[BackendContext, Any], Awaitable[FunctionBackend]]
 DestinationFactory = Callable[[DestinationContext, Any], Awaitable[Destination]]
-CheckpointStoreFactory = Callable[[Any], CheckpointStore]
+
+
+@dataclass(frozen=True)
+class StoreContext:
+    """What a checkpoint store factory gets besides its settings."""
+
+    region: str
+    """`aws.region`: for a store in AWS that names no region of its own."""
+    aws_client: AwsClients
+    metrics: Metrics
+
+
+CheckpointStoreFactory = Callable[[Any, StoreContext | None], CheckpointStore]
+"""Builds a store from its settings; the context is None where no AWS is at hand (a store
+opened by a command on its own), and a store that needs AWS says so then."""
 
 F = TypeVar("F")
 
@@ -380,6 +395,12 @@ CHECKPOINT_STORES: Family[CheckpointStoreFactory] = Family(
             "esm.checkpoints.plugins:create_memory",
             "memory: forgotten on exit (tests and demos)",
         ),
+        Plugin(
+            "dynamodb",
+            "esm.checkpoints.plugins:DynamoDBStateConfig",
+            "esm.checkpoints.plugins:create_dynamodb",
+            "a DynamoDB lease table (KCL's format), shared by several esm processes",
+        ),
     ],
 )
 """Checkpoint stores by `state.backend`."""
@@ -412,9 +433,11 @@ async def build_destination(context: DestinationContext, arn: str) -> Destinatio
     return await plugin.load_factory()(context, settings)
 
 
-def build_checkpoint_store(settings: StateSettings) -> CheckpointStore:
+def build_checkpoint_store(
+    settings: StateSettings, context: StoreContext | None = None
+) -> CheckpointStore:
     """The checkpoint store of the `state` section, by its backend."""
-    return CHECKPOINT_STORES.get(settings.backend).load_factory()(settings)
+    return CHECKPOINT_STORES.get(settings.backend).load_factory()(settings, context)
 
 
 # --------------------------------------------------------------------------- entry points

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -43,12 +44,29 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@contextlib.asynccontextmanager
+async def _moto_client(service: str, endpoint: str) -> AsyncIterator[Any]:
+    async with get_session().create_client(
+        service, region_name="us-east-1", endpoint_url=endpoint
+    ) as client:
+        yield client
+
+
 @pytest.fixture
 async def kinesis(moto_endpoint: str) -> AsyncIterator[Any]:
-    session = get_session()
-    async with session.create_client(
-        "kinesis", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
+    async with _moto_client("kinesis", moto_endpoint) as client:
+        yield client
+
+
+@pytest.fixture
+async def dynamodb(moto_endpoint: str) -> AsyncIterator[Any]:
+    async with _moto_client("dynamodb", moto_endpoint) as client:
+        yield client
+
+
+@pytest.fixture
+async def sqs(moto_endpoint: str) -> AsyncIterator[Any]:
+    async with _moto_client("sqs", moto_endpoint) as client:
         yield client
 
 

@@ -11,6 +11,7 @@ from esm.settings import StateSettings, config_problem
 
 if TYPE_CHECKING:
     from esm.protocols import CheckpointStore
+    from esm.registry import StoreContext
 
 _DEFAULT_PATH = "esm-state.db"
 
@@ -48,13 +49,63 @@ class MemoryStateConfig(StateSettings):
         return "memory"
 
 
-def create_sqlite(settings: SqliteStateConfig) -> CheckpointStore:
+def create_sqlite(settings: SqliteStateConfig, context: StoreContext | None) -> CheckpointStore:
     from esm.checkpoints.sqlite import SqliteCheckpointStore
 
     return SqliteCheckpointStore(settings.path)
 
 
-def create_memory(settings: MemoryStateConfig) -> CheckpointStore:
+def create_memory(settings: MemoryStateConfig, context: StoreContext | None) -> CheckpointStore:
     from esm.checkpoints.memory import MemoryCheckpointStore
 
     return MemoryCheckpointStore()
+
+
+class DynamoDBStateConfig(StateSettings):
+    """Checkpoints and leases in a DynamoDB table, in the Kinesis Client Library's format:
+    several esm processes share each stream's shards."""
+
+    backend: Literal["dynamodb"] = Field(
+        description="Checkpoints and leases in DynamoDB, shared by replicas."
+    )
+    table: str = Field(
+        "esm-leases",
+        min_length=3,
+        max_length=255,
+        pattern=r"^[a-zA-Z0-9_.-]+$",
+        description="The lease table; created (on-demand billing) when missing. Every stream "
+        "mapping keeps its leases in it, keyed by the mapping's id and the shard.",
+    )
+    region: str | None = Field(
+        None, description="The table's region; the `aws` section's region by default."
+    )
+    create_table: bool = Field(
+        True, description="Create the table when it does not exist (needs dynamodb:CreateTable)."
+    )
+    lease_duration_seconds: float = Field(
+        5.0,
+        ge=2.0,
+        le=300.0,
+        description="A worker whose heartbeat has not changed for this long counts as dead "
+        "and its shards are taken over; a worker that cannot write its own heartbeat for "
+        "this long stops its readers first.",
+    )
+    worker_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="This process's name in the table (`leaseOwner`); by default the host "
+        "name (a pod's name) with the process id and a random suffix.",
+    )
+
+    def summary(self) -> str:
+        return f"dynamodb table {self.table} (leases shared by replicas)"
+
+
+def create_dynamodb(settings: DynamoDBStateConfig, context: StoreContext | None) -> CheckpointStore:
+    from esm.checkpoints.dynamodb import DynamoDBLeaseStore
+    from esm.errors import ConfigError
+
+    if context is None:
+        raise ConfigError(["state.backend dynamodb: this command cannot reach DynamoDB"])
+    return DynamoDBLeaseStore(settings, context)

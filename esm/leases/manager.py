@@ -127,7 +127,9 @@ class LeaseManager:
         """Whether this worker's own heartbeat is current: when it is not, others may soon
         take its leases, so it stops its readers first."""
         self.events = events
-        self.log = log or structlog.get_logger("esm.leases").bind(table=table.name)
+        self.log = log or structlog.get_logger("esm.leases").bind(
+            table=table.name, worker=settings.worker
+        )
         self.leases: dict[str, Lease] = {}
         """Every lease of the mapping as last read, for status."""
         self._held: dict[str, _Held] = {}

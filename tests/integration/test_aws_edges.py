@@ -7,12 +7,10 @@ from __future__ import annotations
 import base64
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-from aiobotocore.session import get_session
 
 from esm.metrics import Metrics
 from esm.testing import RecordingBackend
@@ -22,22 +20,6 @@ from .test_dynamodb_streams import create_table
 from .test_sqs import sqs_config
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-
-@pytest.fixture
-async def sqs(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "sqs", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def dynamodb(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "dynamodb", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
-        yield client
 
 
 async def _queue(sqs: Any, prefix: str = "dlq") -> tuple[str, str]:

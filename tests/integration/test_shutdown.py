@@ -4,12 +4,10 @@ grace period, and each abandoned batch is logged; the read-freshness gauges whil
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
-from aiobotocore.session import get_session
 from structlog.testing import capture_logs
 
 from esm.config import EsmConfig, parse_config
@@ -25,14 +23,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 HANGING = 3600.0
 ABANDONED = "batch abandoned at shutdown, it will be delivered again"
 GRACE_OVER = "shutdown grace period ran out, batches still in flight were abandoned"
-
-
-@pytest.fixture
-async def sqs(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "sqs", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
-        yield client
 
 
 def config_for(endpoint: str, arn: str, mapping: str = "") -> EsmConfig:

@@ -4,13 +4,11 @@ redrive, visibility, FIFO order, filters, batching windows, shutdown."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import orjson
 import pytest
-from aiobotocore.session import get_session
 
 from esm.config import EsmConfig, parse_config
 from esm.metrics import Metrics
@@ -19,14 +17,6 @@ from esm.testing import RecordingBackend, function_error
 from .helpers import run_daemon_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-
-@pytest.fixture
-async def sqs(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "sqs", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
-        yield client
 
 
 async def make_queue(sqs: Any, *, fifo: bool = False, **attributes: str) -> tuple[str, str]:

@@ -226,15 +226,17 @@ def esm_config(
     state_path: Path,
     mappings: str,
     admin_listen: str = "127.0.0.1:0",
+    state: str | None = None,
 ) -> str:
-    """A configuration for these tests: fast polling, short backoff, sqlite state."""
+    """A configuration for these tests: fast polling, short backoff, sqlite state at
+    `state_path` unless `state` gives the state section's body."""
+    state = state or f"backend: sqlite\n  path: {state_path}"
     return f"""
 aws:
   region: us-east-1
   endpoint_url: {endpoint}
 state:
-  backend: sqlite
-  path: {state_path}
+  {state}
 admin:
   listen: {admin_listen}
 log:

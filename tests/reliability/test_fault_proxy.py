@@ -6,7 +6,6 @@ once they stop."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.reliability]
 
 INTERMITTENT = ("reset", "reset_after", "http_500", "http_503", "throttle", "delay")
 OUTAGE = ("reset", "http_500", "http_503", "throttle")
-
-
-@pytest.fixture
-async def sqs(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "sqs", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
-        yield client
 
 
 async def test_schedule_is_seeded() -> None:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from aiobotocore.session import get_session
 
 from esm.config import parse_config
 from tests.conftest import free_port
@@ -45,14 +43,6 @@ pytestmark = [
 ]
 
 BATCH_SIZE = 10
-
-
-@pytest.fixture
-async def sqs(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "sqs", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
-        yield client
 
 
 async def create_stream(kinesis: Any, shards: int) -> tuple[str, str]:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from aiobotocore.session import get_session
 
 from .harness import (
     SETTINGS,
@@ -48,14 +46,6 @@ MIB = 1024 * 1024
 # After warm-up (imports, connection pools, caches, the first checkpoints), the resident set
 # may still move with the allocator and the garbage collector, but not by more than this.
 RSS_GROWTH_LIMIT = 32 * MIB
-
-
-@pytest.fixture
-async def sqs(moto_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "sqs", region_name="us-east-1", endpoint_url=moto_endpoint
-    ) as client:
-        yield client
 
 
 async def test_soak(moto_endpoint: str, kinesis: Any, sqs: Any, tmp_path: Path) -> None:

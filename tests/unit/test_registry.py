@@ -87,7 +87,7 @@ def test_the_built_in_families_list_their_plugins_in_order() -> None:
     # `plugin` is reached through plain-factory entry points' names only.
     assert "plugin" not in registry.FUNCTION_BACKENDS.written_names()
     assert registry.DESTINATIONS.names() == ("sqs", "sns", "s3")
-    assert registry.CHECKPOINT_STORES.names() == ("sqlite", "memory")
+    assert registry.CHECKPOINT_STORES.names() == ("sqlite", "memory", "dynamodb")
 
 
 def test_lookup_loads_the_settings_model_and_the_factory() -> None:
@@ -101,7 +101,9 @@ def test_lookup_loads_the_settings_model_and_the_factory() -> None:
 def test_an_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(registry.UnknownPlugin) as raised:
         registry.CHECKPOINT_STORES.get("redis")
-    assert raised.value.problems == ["unknown backend 'redis': must be one of sqlite, memory"]
+    assert raised.value.problems == [
+        "unknown backend 'redis': must be one of sqlite, memory, dynamodb"
+    ]
     [problem] = _problems(_config({"type": "grpc"}))
     assert problem == (
         "functions.f: unknown type 'grpc': must be one of http, python, command, lambda, "
