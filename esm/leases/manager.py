@@ -492,6 +492,9 @@ class LeaseManager:
         await self.checkpoint(self.shards, shard_id, checkpoint)
 
     def status(self) -> dict[str, dict[str, Any]]:
+        """Every lease of the mapping as of the last pass, this worker's own as it holds
+        them now (a lease taken during the pass shows its new owner at once)."""
+        leases = {**self.leases, **self.held()}
         return {
             shard_id: {
                 "owner": lease.owner,
@@ -499,5 +502,5 @@ class LeaseManager:
                 "checkpoint": lease.checkpoint,
                 **({"checkpoint_owner": lease.checkpoint_owner} if lease.in_handoff else {}),
             }
-            for shard_id, lease in sorted(self.leases.items())
+            for shard_id, lease in sorted(leases.items())
         }

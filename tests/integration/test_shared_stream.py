@@ -95,6 +95,16 @@ async def test_two_replicas_share_the_shards_and_a_stopped_one_hands_them_on(
         # Both read: the shards even out, two each, whoever came first.
         await wait_for(lambda: len(first.shards()) == 2 and len(second.shards()) == 2)
         await wait_for(lambda: set(delivered()) == set(written))
+
+        # /status shows every shard's lease: its owner and its fencing counter (the other
+        # worker's leases as of the last pass, a second at most).
+        def owners() -> Counter[str | None]:
+            (entry,) = first.daemon.status()["mappings"]
+            return Counter(shard["lease"]["owner"] for shard in entry["shards"].values())
+
+        await wait_for(lambda: owners() == Counter({"worker-a": 2, "worker-b": 2}), 5)
+        (entry,) = first.daemon.status()["mappings"]
+        assert all(isinstance(s["lease"]["counter"], int) for s in entry["shards"].values())
         more = await put_records(kinesis, stream_name, 80, prefix="two-")
         first.daemon.request_stop()
         await first.stopped.wait()
