@@ -9,6 +9,7 @@ from typing import Any
 
 import helm_python
 import pytest
+import yaml
 
 from ._helm import (
     CHART,
@@ -215,8 +216,6 @@ def test_a_config_change_rolls_the_pods() -> None:
 
 
 def test_the_config_sets_the_admin_port_and_a_state_path_on_the_volume() -> None:
-    import yaml
-
     rendered = render(CHART, {"admin": {"port": 9500}, "config": {"admin": {"enabled": False}}})
     config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["esm.yaml"])
     assert config["admin"] == {"listen": "0.0.0.0:9500"}
@@ -230,8 +229,6 @@ def test_the_config_sets_the_admin_port_and_a_state_path_on_the_volume() -> None
 
 
 def test_functions_no_mapping_uses_are_left_out() -> None:
-    import yaml
-
     # Helm merges maps: the example function of the default values would stay beside the
     # user's functions, so esm.yaml keeps only those a mapping uses.
     values = {
@@ -309,6 +306,27 @@ def test_stream_mappings_run_in_one_pod_at_a_time() -> None:
         render(CHART, merge(streams, {"replicaCount": 2}))
     with pytest.raises(helm_python.HelmRenderError, match=r"autoscaling\.keda: the configuration"):
         render(CHART, merge(streams, {"autoscaling": {"keda": {"enabled": True}}}))
+
+
+def test_stream_mappings_on_leases_run_in_several_pods_and_roll() -> None:
+    # With the dynamodb lease backend the replicas share the shards, and a rolling update
+    # hands each one over after its final checkpoint.
+    values = {
+        "replicaCount": 3,
+        "config": {
+            "state": {"backend": "dynamodb", "table": "esm-leases"},
+            "mappings": [
+                {"FunctionName": "orders", "EventSourceArn": KINESIS, "StartingPosition": "LATEST"}
+            ],
+        },
+    }
+    rendered = render(CHART, values)
+    validate_all(rendered)
+    deployment = one(rendered, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    config = yaml.safe_load(one(rendered, "ConfigMap")["data"]["esm.yaml"])
+    assert config["state"] == {"backend": "dynamodb", "table": "esm-leases"}  # no sqlite path
 
 
 def test_sqs_mappings_scale_on_their_backlog_with_keda() -> None:

@@ -95,7 +95,7 @@ def test_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
     rules.write_text(yaml.safe_dump(_rule_groups(values)))
     checked = run([promtool(), "check", "rules", str(rules)])
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
 
 
 def test_alerts_fire_on_esm_series(tmp_path: Path) -> None:
@@ -118,6 +118,10 @@ def test_alerts_fire_on_esm_series(tmp_path: Path) -> None:
         ),
         # A healthy queue: long polling answers every 20 s.
         f'esm_queue_seconds_since_last_receive{{{labels},mapping="payments"}}': "20x15",
+        # 2 shard leases lost at minute 4.
+        f'esm_leases_lost_total{{{labels},mapping="orders-orders"}}': "0x3 2x12",
+        # The heartbeat fails every minute from minute 5.
+        f'esm_lease_heartbeat_failures_total{{{labels},worker="esm-0-1-ab"}}': "0x4 1+1x11",
         # Another release's series: not this release's alerts.
         'esm_iterator_age_seconds{namespace="other",job="x",mapping="m",shard="s"}': "9999x15",
     }
@@ -178,6 +182,39 @@ def test_alerts_fire_on_esm_series(tmp_path: Path) -> None:
                         "warnings say which.",
                         "esm has not read the source of mapping orders-orders",
                     ),
+                    fires(
+                        "EsmShardLeasesLost",
+                        "warning",
+                        "An esm replica lost 2 shard leases of mapping orders-orders in the last "
+                        "10m: its heartbeat went unseen for the lease duration (a paused, starved "
+                        "or partitioned pod, or a throttled lease table), so other replicas took "
+                        "its shards. Their in-flight batches are delivered again.",
+                        "esm lost shard leases of mapping orders-orders",
+                    ),
+                    {"eval_time": "3m", "alertname": "EsmLeaseHeartbeatFailing", "exp_alerts": []},
+                    {
+                        "eval_time": "12m",
+                        "alertname": "EsmLeaseHeartbeatFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "job": JOB,
+                                    "namespace": NAMESPACE,
+                                    "worker": "esm-0-1-ab",
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": {
+                                    "description": "esm worker esm-0-1-ab failed 5 heartbeat "
+                                    "writes to its lease table in the last 5m (throttling, access "
+                                    "denied or an unreachable endpoint; its warnings say which). A "
+                                    "worker whose heartbeat is not written for the lease duration "
+                                    "stops reading its shards.",
+                                    "summary": "esm worker esm-0-1-ab cannot write its lease "
+                                    "heartbeat",
+                                },
+                            }
+                        ],
+                    },
                 ],
             }
         ],
@@ -297,6 +334,11 @@ def test_rendered_config_passes_esm_validate(chart: str, tmp_path: Path) -> None
         ({"autoscaling": {"keda": {"minReplicaCount": 0}}}, "/autoscaling/keda/minReplicaCount"),
         ({"metrics": {"serviceMonitor": {"interval": 30}}}, "/metrics/serviceMonitor/interval"),
         ({"replicas": 2}, "additional properties 'replicas'"),
+        ({"config": {"state": {"backend": "redis"}}}, "/config/state/backend"),
+        (
+            {"config": {"state": {"backend": "dynamodb", "lease_duration_seconds": 1}}},
+            "/config/state/lease_duration_seconds",
+        ),
     ],
 )
 def test_values_schema_rejects_wrong_values(values: dict[str, Any], where: str) -> None:

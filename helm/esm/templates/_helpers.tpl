@@ -254,14 +254,14 @@ Keep only the functions a mapping uses (and the targets of weighted ones). */}}
 {{- end }}
 {{- if eq .Values.mode "standalone" }}
 {{- if and $streams (not $shares) (gt (int .Values.replicaCount) 1) }}
-{{- fail (printf "replicaCount: %d replicas would each read every shard of the stream mappings (esm does not share a stream's shards between replicas yet): use 1, or put the SQS mappings in a release of their own" (int .Values.replicaCount)) }}
+{{- fail (printf "replicaCount: %d replicas would each read every shard of the stream mappings with the sqlite state backend: use 1, set config.state.backend to dynamodb to share the shards through leases (docs/scaling.md), or put the SQS mappings in a release of their own" (int .Values.replicaCount)) }}
 {{- end }}
 {{- if and .Values.persistence.enabled (gt (int .Values.replicaCount) 1) }}
 {{- fail "persistence: a state volume belongs to one esm process; use replicaCount: 1 (SQS mappings keep no checkpoints: turn persistence off to run several replicas)" }}
 {{- end }}
 {{- if .Values.autoscaling.keda.enabled }}
 {{- if and $streams (not $shares) }}
-{{- fail "autoscaling.keda: the configuration has stream mappings, which run in one replica (esm does not share a stream's shards between replicas yet); scale SQS mappings in a release of their own" }}
+{{- fail "autoscaling.keda: the configuration has stream mappings, which run in one replica with the sqlite state backend; set config.state.backend to dynamodb to share their shards between replicas (docs/scaling.md), or scale SQS mappings in a release of their own" }}
 {{- end }}
 {{- if .Values.persistence.enabled }}
 {{- fail "autoscaling.keda: a state volume belongs to one esm process; turn persistence off (SQS mappings keep no checkpoints)" }}
