@@ -45,6 +45,22 @@ def _parser() -> argparse.ArgumentParser:
         "--from", dest="source", required=True, help="the sqlite state file (state.path)"
     )
 
+    status = commands.add_parser(
+        "status",
+        help="show what a running esm is doing: each mapping's state, shards or pollers, lag, "
+        "in-flight batches and last error",
+    )
+    _admin_arguments(status)
+    status.add_argument("--json", action="store_true", help="print /status's JSON as it is")
+    status.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 2) until interrupted",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
@@ -58,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
         "--messages", type=int, default=100, help="messages to send to the queue (default 100)"
     )
     return parser
+
+
+def _admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        help="the admin address of the esm (default: $ESM_ADMIN_URL, else the admin.listen of "
+        "--config, else http://127.0.0.1:9464)",
+    )
+    parser.add_argument("-c", "--config", help="configuration file: where its admin server is")
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -155,6 +180,37 @@ def _copy_checkpoints(config_path: str, source: str) -> int:
     return 0
 
 
+def _status(url: str | None, config_path: str | None, as_json: bool, watch: float | None) -> int:
+    from esm.admin_client import AdminError, admin_url, show_status
+
+    config = None
+    if config_path is not None and not url:
+        config = _load_quietly(config_path)
+        if config is None:
+            return 1
+    if watch is not None and watch <= 0:
+        print("esm: --watch takes a number of seconds above 0", file=sys.stderr)
+        return 2
+    try:
+        return show_status(admin_url(url, config), as_json=as_json, watch=watch)
+    except AdminError as error:
+        print(f"esm: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _load_quietly(config_path: str) -> EsmConfig | None:
+    """The configuration for its addresses only: no function is checked."""
+    from esm.config import load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as error:
+        _print_problems(error)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
@@ -163,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _validate(args.config)
     if args.command == "schema":
         return _schema()
+    if args.command == "status":
+        return _status(args.url, args.config, args.json, args.watch)
     if args.command == "copy-checkpoints":
         return _copy_checkpoints(args.config, args.source)
     from esm.demo import run_demo
