@@ -1,4 +1,5 @@
-"""The `esm` command line: argument parsing only; the work is done by daemon, config and demo."""
+"""The `esm` command line: argument parsing only; the work is done by daemon, config, demo
+and the importer."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         help="redraw every SECONDS (default 2) until interrupted",
     )
 
+    _add_import(commands)
+
     demo = commands.add_parser(
         "demo",
         help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
@@ -83,6 +86,45 @@ def _admin_arguments(parser: argparse.ArgumentParser) -> None:
         "--config, else http://127.0.0.1:9464)",
     )
     parser.add_argument("-c", "--config", help="configuration file: where its admin server is")
+
+
+def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imports = commands.add_parser(
+        "import",
+        help="write an esm.yaml from a SAM or CloudFormation template or the output of "
+        "aws lambda list-event-source-mappings",
+    )
+    imports.add_argument("file", metavar="FILE", help="template (YAML or JSON) or listing")
+    imports.add_argument("-o", "--output", help="write esm.yaml here (default: stdout)")
+    imports.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template parameter or pseudo parameter (AWS::Region=eu-west-1); repeatable",
+    )
+    imports.add_argument("--region", help="AWS::Region, unless --param gives it")
+    imports.add_argument("--account", help="AWS::AccountId, unless --param gives it")
+    imports.add_argument(
+        "--function-type",
+        default="http",
+        metavar="TYPE",
+        help="the backend of every function: http (default), python, command, lambda, runtime",
+    )
+    imports.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080/",
+        help="http functions' url; {function} is replaced by the function's name "
+        "(default http://127.0.0.1:8080/)",
+    )
+    imports.add_argument(
+        "--handler", help="python functions' handler (module:function; {function} as in --url)"
+    )
+    imports.add_argument(
+        "--command",
+        dest="function_command",
+        help="command functions' command ({function} as in --url)",
+    )
 
 
 def _print_problems(error: ConfigError) -> None:
@@ -211,6 +253,57 @@ def _load_quietly(config_path: str) -> EsmConfig | None:
         return None
 
 
+def _import(args: argparse.Namespace) -> int:
+    from esm.importer import FunctionOptions, ImportFailure, ImportOptions, import_file
+
+    parameters: dict[str, str] = {}
+    for item in args.param:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            print(f"esm import: --param {item!r}: expected NAME=VALUE", file=sys.stderr)
+            return 1
+        parameters[name] = value
+    options = ImportOptions(
+        parameters=parameters,
+        region=args.region,
+        account=args.account,
+        functions=FunctionOptions(
+            type=args.function_type,
+            url=args.url,
+            handler=args.handler,
+            command=args.function_command,
+        ),
+    )
+    try:
+        result = import_file(args.file, options)
+    except ImportFailure as error:
+        for line in error.untranslated:
+            print(f"esm import: {line}", file=sys.stderr)
+        print(f"esm import: {error}", file=sys.stderr)
+        return 1
+    try:
+        _write(args.output, result.text)
+    except OSError as error:
+        print(f"esm import: {args.output}: cannot write: {error.strerror}", file=sys.stderr)
+        return 1
+    for line in result.report_lines():
+        print(f"esm import: {line}", file=sys.stderr)
+    print(
+        f"esm import: {result.mappings} mapping(s) and {result.functions} function(s) "
+        f"written to {args.output or 'stdout'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _write(path: str | None, text: str) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        return
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
@@ -223,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args.url, args.config, args.json, args.watch)
     if args.command == "copy-checkpoints":
         return _copy_checkpoints(args.config, args.source)
+    if args.command == "import":
+        return _import(args)
     from esm.demo import run_demo
 
     return run_demo(
