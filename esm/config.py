@@ -397,8 +397,20 @@ class AdminConfig(_Model):
 
 
 class LogConfig(_Model):
-    format: Literal["json", "console"] = "json"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="auto: console lines when stderr is a terminal, JSON lines otherwise.",
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug adds one line per invoked batch."
+    )
+    summary_interval_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="At info level, a line per mapping this often: records, batches, errors "
+        "and lag since the last one; 0 turns it off.",
+    )
 
     @field_validator("level", mode="before")
     @classmethod

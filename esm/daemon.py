@@ -287,8 +287,22 @@ class Daemon:
                 await self._start_admin(tg)
             if handle_signals:
                 tg.start_soon(self._watch_signals)
+            if self.config.log.summary_interval_seconds > 0:
+                tg.start_soon(self._log_activity)
             await self._run_mappings(task_status)
             tg.cancel_scope.cancel()
+
+    async def _log_activity(self) -> None:
+        from esm.activity import ActivitySummary, log_activity
+
+        def running() -> list[tuple[str, dict[str, Any]]]:
+            return [
+                (self._names[mapping_id], runner.status())
+                for mapping_id, runner in self.runners.items()
+            ]
+
+        interval = self.config.log.summary_interval_seconds
+        await log_activity(ActivitySummary(self.metrics), running, interval, log, anyio.sleep)
 
     async def _start_admin(self, tg: anyio.abc.TaskGroup) -> None:
         admin_config = self.config.admin

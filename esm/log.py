@@ -14,7 +14,7 @@ from esm.redact import redact
 
 __all__ = ["LogFormat", "configure_logging", "get_logger"]
 
-LogFormat = Literal["json", "console"]
+LogFormat = Literal["auto", "json", "console"]
 
 # esm's records go through this stdlib logger (and its children), at the configured level.
 _ESM_LOGGER = "esm"
@@ -50,6 +50,14 @@ def _redact_line(_: WrappedLogger, __: str, line: Any) -> str:
     return redact(str(line))
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
 def _parse_level(level: str) -> int:
     levels = logging.getLevelNamesMapping()
     try:
@@ -64,6 +72,7 @@ def configure_logging(
 ) -> None:
     """Send esm's logs and library warnings to `stream` (stderr by default), one line each.
 
+    `auto`: `console` when `stream` is a terminal, else `json`.
     `json`: one JSON object per line with `timestamp` (ISO-8601, UTC), `level`, `event`,
     then the bound fields; lines from other libraries also carry `logger`. `console`:
     aligned, human-readable lines (coloured when `stream` is a terminal).
@@ -74,6 +83,9 @@ def configure_logging(
     """
     numeric_level = _parse_level(level)
     out = stream if stream is not None else sys.stderr
+    if format == "auto":
+        # A person at a terminal reads console lines; a log collector gets JSON.
+        format = "console" if _is_terminal(out) else "json"
 
     # Run for esm's lines and for library lines alike, before rendering.
     shared: list[Processor] = [
@@ -90,11 +102,9 @@ def configure_logging(
             structlog.processors.JSONRenderer(serializer=_dumps),
         ]
     elif format == "console":
-        isatty = getattr(out, "isatty", None)
-        colors = bool(isatty and isatty())
-        renderer = [structlog.dev.ConsoleRenderer(colors=colors)]
+        renderer = [structlog.dev.ConsoleRenderer(colors=_is_terminal(out))]
     else:
-        raise ValueError(f"unknown log format {format!r}; expected 'json' or 'console'")
+        raise ValueError(f"unknown log format {format!r}; expected 'auto', 'json' or 'console'")
 
     structlog.configure(
         processors=[

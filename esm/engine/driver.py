@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import time
 import uuid
 from collections import deque
@@ -27,6 +28,7 @@ from esm.engine.policy import (
 from esm.engine.retry import Backoff, GiveUpCondition, RetryPolicy
 from esm.errors import InvocationError, describe
 from esm.events import encode_event
+from esm.log import get_logger
 from esm.metrics import Metrics
 from esm.model import (
     MAX_INVOKE_PAYLOAD_BYTES,
@@ -41,6 +43,8 @@ from esm.protocols import FunctionBackend
 # A backend enforces the function timeout itself; this margin only guards against one that
 # does not, so a stuck backend cannot block a shard forever.
 _TIMEOUT_MARGIN_SECONDS = 5.0
+# esm's logger: asked, cheaply, whether the per-batch line would be written at all.
+_DEBUG_LOG = logging.getLogger("esm")
 
 
 class DeliveryOutcome(enum.Enum):
@@ -161,6 +165,7 @@ class Deliverer:
 
     def __post_init__(self) -> None:
         self.rules = DeliveryPolicy(self.policy, self.backoff, self.bisect)
+        self._batch_log = self.log if self.log is not None else get_logger(mapping=self.mapping_id)
 
     async def deliver(
         self,
@@ -226,7 +231,8 @@ class Deliverer:
         fields = part.event_fields() if part.event_fields else None
         labels = {"mapping": self.mapping_id, "shard": partition}
         result = self._checked(
-            await self.invoke_once(encode_event(records, fields), labels), part.check_answer
+            await self.invoke_once(encode_event(records, fields), labels, len(records)),
+            part.check_answer,
         )
         if part.on_result is not None:
             await part.on_result(result)
@@ -384,9 +390,27 @@ class Deliverer:
         """Seconds before the next attempt after `failures` failures in a row (SQS uses it)."""
         return self.rules.retry_delay(failures, result)
 
-    async def invoke_once(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
-        """One invocation with `payload` (the encoded event), never raising: an event over the
-        payload limit or a backend that outlives its timeout become function errors."""
+    async def invoke_once(
+        self, payload: bytes, labels: dict[str, str], records: int = 0
+    ) -> InvokeResult:
+        """One invocation with `payload` (the encoded event of `records` records), never
+        raising: an event over the payload limit or a backend that outlives its timeout become
+        function errors. At debug level, one line per invocation says how it went."""
+        started = time.monotonic()
+        result = await self._invoke_payload(payload, labels)
+        if _DEBUG_LOG.isEnabledFor(logging.DEBUG):
+            self._batch_log.debug(
+                "batch invoked",
+                shard=labels.get("shard"),
+                queue=labels.get("queue"),
+                size=records,
+                result=result.kind.value,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                **({} if result.ok else {"error": result.error or result.function_error}),
+            )
+        return result
+
+    async def _invoke_payload(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
         if len(payload) > self.max_payload_bytes:
             # Lambda refuses such a request before the function runs; the batch is one record
             # too large to ever fit, which the retry policy decides about.

@@ -130,7 +130,7 @@ class QueueBatches:
         started = self.clock()
         failures = 0
         while True:
-            result = await self.deliverer.invoke_once(payload, labels)
+            result = await self.deliverer.invoke_once(payload, labels, len(records))
             if result.kind is ResultKind.SUCCESS:
                 failed = self.failed(result, records)
                 self.deliverer.count(result, len(records), failed=bool(failed))

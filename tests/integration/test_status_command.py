@@ -41,6 +41,10 @@ async def test_status_shows_each_mapping_as_a_table_and_as_json(
         extra_mapping=f"    name: orders\n  - FunctionName: fn\n    EventSourceArn: {queue_arn}\n"
         "    name: jobs\n",
     )
+    # moto's server answers one request at a time: a long poll would hold up the stream.
+    config = config.model_copy(
+        update={"sqs": config.sqs.model_copy(update={"wait_time_seconds": 0})}
+    )
     # The stream's function keeps failing, so a batch stays in flight with its error.
     backend = RecordingBackend(lambda event, n: function_error("the database is down"))
     daemon = Daemon(config, backends={"fn": backend})

@@ -814,7 +814,7 @@ def test_defaults() -> None:
     assert isinstance(config.state, SqliteStateConfig)
     assert (config.state.backend, config.state.path) == ("sqlite", "esm-state.db")
     assert (config.admin.host, config.admin.port, config.admin.enabled) == ("127.0.0.1", 9464, True)
-    assert (config.log.format, config.log.level) == ("json", "info")
+    assert (config.log.format, config.log.level) == ("auto", "info")
     assert config.delivery.backoff_initial_seconds == 1.0
     assert config.delivery.backoff_max_seconds == 300.0
     assert config.delivery.shutdown_grace_seconds == 30.0

@@ -86,7 +86,10 @@ def test_problems_past_the_first_fifty_are_counted_not_listed(
 
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"configuration invalid: {keys} problem(s)"
-    assert lines[1] == "  - log: unknown key 'k0' (known keys: format, level)"
+    assert (
+        lines[1]
+        == "  - log: unknown key 'k0' (known keys: format, level, summary_interval_seconds)"
+    )
     assert len(lines) == 1 + MAX_PROBLEMS + 1
     assert lines[-1] == f"  ... and {keys - MAX_PROBLEMS} more"
 
@@ -104,7 +107,10 @@ def test_the_count_covers_every_kind_of_problem() -> None:
         f"duplicate key 'k{i}' (first given on line {11 + i}; YAML would keep only the last)"
         for i in range(3)
     ]
-    assert error.problems[3] == "log: unknown key 'k0' (known keys: format, level)"
+    assert (
+        error.problems[3]
+        == "log: unknown key 'k0' (known keys: format, level, summary_interval_seconds)"
+    )
     assert error.omitted == 3
     assert str(error).endswith("\nand 3 more")
 

@@ -159,3 +159,21 @@ def test_configuring_twice_replaces_the_first_setup() -> None:
 def test_unknown_level_is_rejected() -> None:
     with pytest.raises(ValueError, match="verbose"):
         configure_logging("json", "verbose", io.StringIO())
+
+
+def test_auto_is_console_at_a_terminal_and_json_elsewhere() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    configure_logging("auto", "info", terminal)
+    get_logger().info("hello", mapping="orders")
+    line = terminal.getvalue()
+    assert "hello" in line
+    assert not line.startswith("{")
+
+    piped = io.StringIO()
+    configure_logging("auto", "info", piped)
+    get_logger().info("hello", mapping="orders")
+    assert orjson.loads(piped.getvalue())["event"] == "hello"
