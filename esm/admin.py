@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +49,9 @@ class AdminServer:
     - `GET /healthz`: 200 `ok` as long as the process serves requests (liveness).
     - `GET /readyz`: 200 `ready` when `ready()` is true, else 503 `not ready` (readiness).
     - `GET /status`: `status()` as indented JSON.
+    - `POST /mappings/{mapping}/{operation}`: one of `operations` (pause, resume) on a
+      mapping, by name or id. Write operations need `token` as a bearer token: with no
+      token configured they are refused (403), with a wrong or missing one 401.
 
     `ready` and `status` are called on every request, from the event loop: keep them quick
     and non-blocking.
@@ -59,10 +63,14 @@ class AdminServer:
         *,
         ready: Callable[[], bool],
         status: Callable[[], Mapping[str, Any]],
+        operations: Mapping[str, Operation] | None = None,
+        token: str | None = None,
     ) -> None:
         self._registry = metrics_registry
         self._ready = ready
         self._status = status
+        self._operations = dict(operations or {})
+        self._token = token
 
     def create_app(self) -> web.Application:
         """The aiohttp application with the four routes (also handy for testing)."""
@@ -71,6 +79,7 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_page)
+        app.router.add_post("/mappings/{mapping}/{operation}", self._operate)
         return app
 
     async def serve(
@@ -134,3 +143,33 @@ class AdminServer:
             body = _render_status({"error": describe(exc)})
             return web.Response(status=500, body=body, content_type="application/json")
         return web.Response(body=body, content_type="application/json")
+
+    async def _operate(self, request: web.Request) -> web.Response:
+        operation = self._operations.get(request.match_info["operation"])
+        if operation is None:
+            return _error(404, f"no operation {request.match_info['operation']!r}")
+        if self._token is None:
+            return _error(
+                403, "write operations are off: set admin.token or ESM_ADMIN_TOKEN to allow them"
+            )
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+            return _error(401, "a valid token is needed (Authorization: Bearer TOKEN)")
+        try:
+            answer = operation(request.match_info["mapping"])
+        except LookupError as exc:
+            return _error(404, str(exc.args[0] if exc.args else exc))
+        except Exception as exc:  # noqa: BLE001 - containment: an operation answers, whatever broke
+            _log.error("admin operation failed", error=describe(exc))
+            return _error(500, describe(exc))
+        return web.Response(body=_render_status(answer), content_type="application/json")
+
+
+Operation = Callable[[str], Mapping[str, Any]]
+"""An admin write operation on one mapping (by name or id); LookupError when there is none."""
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status, body=_render_status({"error": message}), content_type="application/json"
+    )

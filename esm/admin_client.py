@@ -133,3 +133,19 @@ def show_status(
         if not out.isatty() and not as_json:
             out.write("\n")
         sleep(watch)
+
+
+def operate(url: str, mapping: str, operation: str, token: str | None) -> str:
+    """Ask a running esm to `operation` (pause, resume) `mapping`; what it answered, as a
+    line. The token is `token`, else $ESM_ADMIN_TOKEN."""
+    from urllib.parse import quote
+
+    token = token or os.environ.get(TOKEN_VARIABLE)
+    answer = request(
+        url, f"/mappings/{quote(mapping, safe='')}/{operation}", method="POST", body={}, token=token
+    )
+    if not isinstance(answer, Mapping):
+        raise AdminError(f"{url}: unexpected answer to {operation}")
+    name = answer.get("mapping", mapping)
+    state = "paused" if answer.get("paused") else "running"
+    return f"mapping {name}: {state}" + ("" if answer.get("changed", True) else " (already)")

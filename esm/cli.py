@@ -64,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_import(commands)
 
+    for operation, what in (
+        ("pause", "stop a running esm's mapping reading (checkpoints and leases are kept)"),
+        ("resume", "let a paused mapping read again from where it was"),
+    ):
+        command = commands.add_parser(operation, help=what)
+        command.add_argument("mapping", metavar="MAPPING", help="the mapping's name or UUID")
+        _admin_arguments(command)
+        command.add_argument(
+            "--token", help="the admin token (default: $ESM_ADMIN_TOKEN), as admin.token says"
+        )
+
     demo = commands.add_parser(
         "demo",
         help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
@@ -242,6 +253,23 @@ def _status(url: str | None, config_path: str | None, as_json: bool, watch: floa
         return 0
 
 
+def _operate(args: argparse.Namespace) -> int:
+    from esm.admin_client import AdminError, admin_url, operate
+
+    config = None
+    if args.config is not None and not args.url:
+        config = _load_quietly(args.config)
+        if config is None:
+            return 1
+    token = args.token or (config.admin.token if config is not None else None)
+    try:
+        print(operate(admin_url(args.url, config), args.mapping, args.command, token))
+    except AdminError as error:
+        print(f"esm: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _load_quietly(config_path: str) -> EsmConfig | None:
     """The configuration for its addresses only: no function is checked."""
     from esm.config import load_config
@@ -316,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args.url, args.config, args.json, args.watch)
     if args.command == "copy-checkpoints":
         return _copy_checkpoints(args.config, args.source)
+    if args.command in ("pause", "resume"):
+        return _operate(args)
     if args.command == "import":
         return _import(args)
     from esm.demo import run_demo

@@ -370,6 +370,12 @@ class AdminConfig(_Model):
 
     listen: str = "127.0.0.1:9464"
     enabled: bool = True
+    token: str | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token for the admin API's write operations (pause, resume); "
+        "$ESM_ADMIN_TOKEN when unset. Without either they are refused.",
+    )
 
     @field_validator("listen")
     @classmethod

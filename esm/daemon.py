@@ -149,6 +149,7 @@ class Daemon:
         self._client_opener: ClientOpener = clients or self.open_client
         # Each mapping's name (its metrics and logs label), by id.
         self._names = {m.mapping_id: m.mapping_name for m in config.mappings}
+        self._paused: set[str] = set()
 
     # -- public ------------------------------------------------------------------------
 
@@ -292,6 +293,39 @@ class Daemon:
             await self._run_mappings(task_status)
             tg.cancel_scope.cancel()
 
+    # -- operations ----------------------------------------------------------------------
+
+    def _mapping_id(self, name_or_id: str) -> str:
+        for mapping in self.config.mappings:
+            if name_or_id in (mapping.mapping_id, mapping.mapping_name):
+                if mapping.mapping_id not in self.runners:
+                    raise LookupError(f"mapping {name_or_id} is disabled")
+                return mapping.mapping_id
+        raise LookupError(f"no mapping {name_or_id}")
+
+    def pause(self, name_or_id: str) -> dict[str, Any]:
+        """Stop the mapping's reading before its next read; what was read is delivered and
+        settled, checkpoints and leases are kept. A mapping restarted after a failure stays
+        paused. :raises LookupError: no such enabled mapping."""
+        return self._set_paused(name_or_id, paused=True)
+
+    def resume(self, name_or_id: str) -> dict[str, Any]:
+        """Read again from where the mapping was. :raises LookupError: no such mapping."""
+        return self._set_paused(name_or_id, paused=False)
+
+    def _set_paused(self, name_or_id: str, *, paused: bool) -> dict[str, Any]:
+        mapping_id = self._mapping_id(name_or_id)
+        gate, label = self.runners[mapping_id].gate, self._names[mapping_id]
+        changed = gate.pause() if paused else gate.resume()
+        if paused:
+            self._paused.add(mapping_id)
+        else:
+            self._paused.discard(mapping_id)
+        self.metrics.mapping_paused.labels(label).set(1 if paused else 0)
+        if changed:
+            log.info("mapping paused" if paused else "mapping resumed", mapping=label)
+        return {"mapping": label, "paused": paused, "changed": changed}
+
     async def _log_activity(self) -> None:
         from esm.activity import ActivitySummary, log_activity
 
@@ -306,7 +340,14 @@ class Daemon:
 
     async def _start_admin(self, tg: anyio.abc.TaskGroup) -> None:
         admin_config = self.config.admin
-        admin = AdminServer(self.metrics.registry, ready=self.ready, status=self.status)
+        token = admin_config.token or os.environ.get("ESM_ADMIN_TOKEN") or None
+        admin = AdminServer(
+            self.metrics.registry,
+            ready=self.ready,
+            status=self.status,
+            operations={"pause": self.pause, "resume": self.resume},
+            token=token,
+        )
         try:
             self.admin_port = await tg.start(admin.serve, admin_config.host, admin_config.port)
         except OSError as exc:
@@ -368,6 +409,8 @@ class Daemon:
             if not await self._stopping.sleep(delay):
                 return
             self.runners[mapping_id] = self._factories[mapping_id]()
+            if mapping_id in self._paused:
+                self.runners[mapping_id].gate.pause()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

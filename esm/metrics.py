@@ -273,6 +273,12 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.mapping_paused = Gauge(
+            "esm_mapping_paused",
+            "1 while the mapping is paused by an operator (esm pause), else 0.",
+            ["mapping"],
+            registry=r,
+        )
         self.aws_calls = Counter(
             "esm_aws_calls",
             "AWS calls esm made, by operation and outcome (ok, conflict: a conditional write "

@@ -27,6 +27,7 @@ from esm.engine.batcher import Batcher, BatchLimits
 from esm.engine.coordinator import Coordinator
 from esm.engine.driver import Deliverer
 from esm.engine.lifecycle import Interruptible, UnitLife
+from esm.engine.pause import PauseGate
 from esm.engine.queue_batch import BatchRules, QueueBatches
 from esm.engine.retry import Backoff
 from esm.engine.scaling import ScalingLimits, Signal, next_target
@@ -83,6 +84,7 @@ class QueueEngine:
         self.metrics = metrics
         self.clock = clock
         self.ready = False
+        self.gate = PauseGate()
         self.target = settings.scaling.start
         self.backlog: dict[str, int] = {}
         self.last_error: str | None = None
@@ -150,6 +152,7 @@ class QueueEngine:
         return {
             "ready": self.ready,
             "stopping": self._reading.interrupted,
+            "paused": self.gate.paused,
             **self.reader.status(),
             "pollers": {"target": self.target, "running": self.running},
             "max_concurrency": self.settings.scaling.maximum,
@@ -276,6 +279,9 @@ class QueueEngine:
 
     async def _receive(self, count: int, wait: int) -> list[Record]:
         """One receive; nothing after a failure (logged and backed off)."""
+        if self.gate.paused:
+            with self._receives.waiting():
+                await self.gate.wait_open()
         try:
             records = await self.reader.receive(count, wait)
         except SourceError as error:

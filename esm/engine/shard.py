@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -19,6 +19,7 @@ from esm.engine.checkpointer import Checkpointer
 from esm.engine.driver import Deliverer, DeliveryOutcome, InFlight, Settled
 from esm.engine.lanes import END_OF_SHARD, EndOfShard, Lane, LaneItem, lane_of
 from esm.engine.lifecycle import UnitLife
+from esm.engine.pause import PauseGate
 from esm.engine.settle import SettleTracker
 from esm.engine.stream_model import ShardState, StreamSettings
 from esm.engine.window import WindowState, answer_problem
@@ -56,6 +57,8 @@ class StreamContext:
     metrics: Metrics
     clock: Callable[[], float]
     log: Any
+    gate: PauseGate = field(default_factory=PauseGate)
+    """Closed while the mapping is paused: no shard reads."""
 
 
 def _seq(value: str) -> int:
@@ -141,6 +144,10 @@ class ShardWorker:
                     failures += 1
                     await self._read_failed("get_shard_iterator", exc, failures)
                     continue
+            if self.context.gate.paused:
+                # Paused: not a read that is late, so the staleness gauge does not grow.
+                with reads.waiting():
+                    await self.context.gate.wait_open()
             called_at = time.monotonic()
             try:
                 page = await self.context.api.get_records(

@@ -21,6 +21,7 @@ from esm.engine.checkpointer import Checkpointer
 from esm.engine.coordinator import Coordinator
 from esm.engine.driver import Deliverer
 from esm.engine.lifecycle import Interruptible, UnitLife
+from esm.engine.pause import PauseGate
 from esm.engine.shard import ShardWorker, StreamContext
 from esm.engine.stream_model import ShardPhase, ShardState, StreamSettings
 from esm.errors import SourceError
@@ -58,6 +59,7 @@ class StreamEngine:
     ) -> None:
         self.api = api
         self.ownership = ownership
+        self.gate = PauseGate()
         self.settings = settings
         self.deliverer = deliverer
         self.store = store
@@ -87,7 +89,14 @@ class StreamEngine:
             settings.checkpoint_backoff,
         )
         self.context = StreamContext(
-            self.api, settings, self.deliverer, checkpointer, self.metrics, self.clock, self.log
+            self.api,
+            settings,
+            self.deliverer,
+            checkpointer,
+            self.metrics,
+            self.clock,
+            self.log,
+            self.gate,
         )
         checkpoints = await checkpointer.load(self.reading)
         if checkpoints is None:
@@ -131,7 +140,12 @@ class StreamEngine:
         if self.ownership is not None:
             for sid, lease in self.ownership.status().items():
                 shards.setdefault(sid, {})["lease"] = lease
-        return {"ready": self.ready, "stopping": self.stopping, "shards": shards}
+        return {
+            "ready": self.ready,
+            "stopping": self.stopping,
+            "paused": self.gate.paused,
+            "shards": shards,
+        }
 
     # -- the shards as a lease manager drives them (esm.leases.manager.LeasedShards) ----------
 
