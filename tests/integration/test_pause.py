@@ -86,6 +86,9 @@ async def test_a_paused_mapping_delivers_nothing_until_resumed(
         )
         (orders, jobs) = daemon.status()["mappings"]
         assert (orders["paused"], jobs["paused"]) == (True, False)
+        code, table, _ = await esm("status", "--url", admin)
+        rows = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
+        assert (rows["orders"][4], rows["jobs"][4]) == ("paused", "running")
         later = await put_records(kinesis, stream_name, 15, prefix="after-")
         await sqs.send_message(QueueUrl=url, MessageBody="still flowing")
         # The other mapping goes on; the paused one delivers nothing at all meanwhile.
