@@ -233,19 +233,30 @@ def _copy_checkpoints(config_path: str, source: str) -> int:
     return 0
 
 
-def _status(url: str | None, config_path: str | None, as_json: bool, watch: float | None) -> int:
-    from esm.admin_client import AdminError, admin_url, show_status
+def _admin_target(url: str | None, config_path: str | None) -> tuple[str, EsmConfig | None] | None:
+    """The admin address to ask, and the configuration when it came from one; None once a
+    configuration's problems are printed."""
+    from esm.admin_client import admin_url
 
     config = None
     if config_path is not None and not url:
         config = _load_quietly(config_path)
         if config is None:
-            return 1
+            return None
+    return admin_url(url, config), config
+
+
+def _status(url: str | None, config_path: str | None, as_json: bool, watch: float | None) -> int:
+    from esm.admin_client import AdminError, show_status
+
     if watch is not None and watch <= 0:
         print("esm: --watch takes a number of seconds above 0", file=sys.stderr)
         return 2
+    target = _admin_target(url, config_path)
+    if target is None:
+        return 1
     try:
-        return show_status(admin_url(url, config), as_json=as_json, watch=watch)
+        return show_status(target[0], as_json=as_json, watch=watch)
     except AdminError as error:
         print(f"esm: {error}", file=sys.stderr)
         return 1
@@ -254,16 +265,15 @@ def _status(url: str | None, config_path: str | None, as_json: bool, watch: floa
 
 
 def _operate(args: argparse.Namespace) -> int:
-    from esm.admin_client import AdminError, admin_url, operate
+    from esm.admin_client import AdminError, operate
 
-    config = None
-    if args.config is not None and not args.url:
-        config = _load_quietly(args.config)
-        if config is None:
-            return 1
+    target = _admin_target(args.url, args.config)
+    if target is None:
+        return 1
+    url, config = target
     token = args.token or (config.admin.token if config is not None else None)
     try:
-        print(operate(admin_url(args.url, config), args.mapping, args.command, token))
+        print(operate(url, args.mapping, args.command, token))
     except AdminError as error:
         print(f"esm: {error}", file=sys.stderr)
         return 1

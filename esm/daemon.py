@@ -279,6 +279,7 @@ class Daemon:
             factory = await self._runner_factory(mapping, stack, clients, limited[name], store)
             self._factories[mapping.mapping_id] = factory
             self.runners[mapping.mapping_id] = factory()
+            self.metrics.mapping_paused.labels(mapping.mapping_name).set(0)
 
     # -- running -------------------------------------------------------------------------
 

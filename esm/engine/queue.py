@@ -267,7 +267,9 @@ class QueueEngine:
                     break
             else:
                 remaining = batcher.window_remaining()
-                if remaining <= 0:
+                # Paused with messages in hand: deliver them now rather than hold them
+                # invisible until their visibility runs out.
+                if remaining <= 0 or self.gate.paused:
                     break
                 wait = min(wait, int(remaining))
             wanted = min(RECEIVE_MAX, limits.batch_size - len(batcher))
