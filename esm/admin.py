@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -49,9 +49,13 @@ class AdminServer:
     - `GET /healthz`: 200 `ok` as long as the process serves requests (liveness).
     - `GET /readyz`: 200 `ready` when `ready()` is true, else 503 `not ready` (readiness).
     - `GET /status`: `status()` as indented JSON.
-    - `POST /mappings/{mapping}/{operation}`: one of `operations` (pause, resume) on a
-      mapping, by name or id. Write operations need `token` as a bearer token: with no
-      token configured they are refused (403), with a wrong or missing one 401.
+    - `POST /mappings/{mapping}/{operation}`: one of `operations` (pause, resume, seek) on
+      a mapping, by name or id, with the request's JSON object as its arguments.
+    - `POST /{action}`: one of `actions` (reload), on esm as a whole.
+
+    Write operations need `token` as a bearer token: with no token configured they are
+    refused (403), with a wrong or missing one 401. An operation's LookupError is a 404, its
+    ValueError (arguments that cannot be done) a 400, anything else a 500 in one line.
 
     `ready` and `status` are called on every request, from the event loop: keep them quick
     and non-blocking.
@@ -64,12 +68,14 @@ class AdminServer:
         ready: Callable[[], bool],
         status: Callable[[], Mapping[str, Any]],
         operations: Mapping[str, Operation] | None = None,
+        actions: Mapping[str, Action] | None = None,
         token: str | None = None,
     ) -> None:
         self._registry = metrics_registry
         self._ready = ready
         self._status = status
         self._operations = dict(operations or {})
+        self._actions = dict(actions or {})
         self._token = token
 
     def create_app(self) -> web.Application:
@@ -80,6 +86,7 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_page)
         app.router.add_post("/mappings/{mapping}/{operation}", self._operate)
+        app.router.add_post("/{action}", self._act)
         return app
 
     async def serve(
@@ -148,6 +155,20 @@ class AdminServer:
         operation = self._operations.get(request.match_info["operation"])
         if operation is None:
             return _error(404, f"no operation {request.match_info['operation']!r}")
+        mapping = request.match_info["mapping"]
+        return await self._write(request, lambda arguments: operation(mapping, arguments))
+
+    async def _act(self, request: web.Request) -> web.Response:
+        action = self._actions.get(request.match_info["action"])
+        if action is None:
+            return _error(404, f"no action {request.match_info['action']!r}")
+        return await self._write(request, lambda arguments: action(arguments))
+
+    async def _write(
+        self,
+        request: web.Request,
+        call: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
+    ) -> web.Response:
         if self._token is None:
             return _error(
                 403, "write operations are off: set admin.token or ESM_ADMIN_TOKEN to allow them"
@@ -155,18 +176,31 @@ class AdminServer:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
             return _error(401, "a valid token is needed (Authorization: Bearer TOKEN)")
+        body = await request.read()
         try:
-            answer = operation(request.match_info["mapping"])
+            arguments = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(arguments, dict):
+            return _error(400, "the request body is not a JSON object")
+        try:
+            answer = await call(arguments)
         except LookupError as exc:
             return _error(404, str(exc.args[0] if exc.args else exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
         except Exception as exc:  # noqa: BLE001 - containment: an operation answers, whatever broke
             _log.error("admin operation failed", error=describe(exc))
             return _error(500, describe(exc))
         return web.Response(body=_render_status(answer), content_type="application/json")
 
 
-Operation = Callable[[str], Mapping[str, Any]]
-"""An admin write operation on one mapping (by name or id); LookupError when there is none."""
+Operation = Callable[[str, Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+"""An admin write operation on one mapping (by name or id) with the request's arguments;
+LookupError when there is no such mapping, ValueError when the arguments cannot be done."""
+
+Action = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+"""An admin write operation on esm as a whole, with the request's arguments."""
 
 
 def _error(status: int, message: str) -> web.Response:

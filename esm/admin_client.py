@@ -28,6 +28,10 @@ class AdminError(EsmError):
     """The admin server could not be reached, or refused or failed the request."""
 
 
+class AdminUnreachable(AdminError):
+    """Nothing answers at the admin address (no esm runs there)."""
+
+
 def admin_url(url: str | None, config: EsmConfig | None = None) -> str:
     """`--url`, else ESM_ADMIN_URL, else the configuration's admin.listen (0.0.0.0 and ::
     reached on the loopback address), else 127.0.0.1:9464."""
@@ -73,7 +77,7 @@ def request(
         raise AdminError(redact(f"{url}{path}: {error.code} {_reason(error)}")) from None
     except (urllib.error.URLError, OSError) as error:
         why = getattr(error, "reason", error)
-        raise AdminError(redact(f"cannot reach esm at {url}: {why}")) from None
+        raise AdminUnreachable(redact(f"cannot reach esm at {url}: {why}")) from None
     except ValueError as error:
         raise AdminError(redact(f"{url}{path}: the answer is not JSON ({error})")) from None
 
@@ -135,17 +139,35 @@ def show_status(
         sleep(watch)
 
 
-def operate(url: str, mapping: str, operation: str, token: str | None) -> str:
-    """Ask a running esm to `operation` (pause, resume) `mapping`; what it answered, as a
-    line. The token is `token`, else $ESM_ADMIN_TOKEN."""
+def operate(
+    url: str,
+    mapping: str,
+    operation: str,
+    token: str | None,
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    timeout: float = 10.0,
+) -> Mapping[str, Any]:
+    """Ask a running esm to `operation` (pause, resume, seek) `mapping` with `arguments`;
+    its answer. The token is `token`, else $ESM_ADMIN_TOKEN."""
     from urllib.parse import quote
 
     token = token or os.environ.get(TOKEN_VARIABLE)
     answer = request(
-        url, f"/mappings/{quote(mapping, safe='')}/{operation}", method="POST", body={}, token=token
+        url,
+        f"/mappings/{quote(mapping, safe='')}/{operation}",
+        method="POST",
+        body=dict(arguments or {}),
+        token=token,
+        timeout=timeout,
     )
     if not isinstance(answer, Mapping):
         raise AdminError(f"{url}: unexpected answer to {operation}")
+    return answer
+
+
+def pause_line(answer: Mapping[str, Any], mapping: str) -> str:
+    """What a pause or resume answered, as a line."""
     name = answer.get("mapping", mapping)
     state = "paused" if answer.get("paused") else "running"
     return f"mapping {name}: {state}" + ("" if answer.get("changed", True) else " (already)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
             "--token", help="the admin token (default: $ESM_ADMIN_TOKEN), as admin.token says"
         )
 
+    _add_seek(commands)
+
     demo = commands.add_parser(
         "demo",
         help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
@@ -97,6 +99,27 @@ def _admin_arguments(parser: argparse.ArgumentParser) -> None:
         "--config, else http://127.0.0.1:9464)",
     )
     parser.add_argument("-c", "--config", help="configuration file: where its admin server is")
+
+
+def _add_seek(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    seek = commands.add_parser(
+        "seek",
+        help="move a stream mapping's position: a running esm through its admin API, a "
+        "stopped one in its state store",
+    )
+    seek.add_argument("mapping", metavar="MAPPING", help="the mapping's name or UUID")
+    seek.add_argument(
+        "--to",
+        required=True,
+        metavar="POSITION",
+        help="TRIM_HORIZON, LATEST, AT_TIMESTAMP=TIME (ISO 8601 or epoch seconds) or "
+        "AT_SEQUENCE_NUMBER=SEQUENCE (with --shard)",
+    )
+    seek.add_argument("--shard", help="move this shard alone (default: every shard)")
+    _admin_arguments(seek)
+    seek.add_argument(
+        "--token", help="the admin token (default: $ESM_ADMIN_TOKEN), as admin.token says"
+    )
 
 
 def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -265,7 +288,7 @@ def _status(url: str | None, config_path: str | None, as_json: bool, watch: floa
 
 
 def _operate(args: argparse.Namespace) -> int:
-    from esm.admin_client import AdminError, operate
+    from esm.admin_client import AdminError, operate, pause_line
 
     target = _admin_target(args.url, args.config)
     if target is None:
@@ -273,10 +296,71 @@ def _operate(args: argparse.Namespace) -> int:
     url, config = target
     token = args.token or (config.admin.token if config is not None else None)
     try:
-        print(operate(url, args.mapping, args.command, token))
+        print(pause_line(operate(url, args.mapping, args.command, token), args.mapping))
     except AdminError as error:
         print(f"esm: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _seek(args: argparse.Namespace) -> int:
+    """Through the admin API of the esm that runs the mapping; when none answers and a
+    configuration is given, in the state store the configuration names."""
+    import os
+
+    from esm.admin_client import URL_VARIABLE, AdminError, AdminUnreachable, operate
+    from esm.engine.seek import SeekError, describe_target, parse_target
+
+    try:
+        target = parse_target(args.to)
+    except SeekError as error:
+        print(f"esm seek: {error}", file=sys.stderr)
+        return 2
+    remote = args.url or os.environ.get(URL_VARIABLE)
+    found = _admin_target(args.url, args.config)
+    if found is None:
+        return 1
+    url, config = found
+    token = args.token or (config.admin.token if config is not None else None)
+    arguments = {"to": args.to, **({"shard": args.shard} if args.shard else {})}
+    try:
+        if config is None or remote or config.admin.enabled:
+            try:
+                # A seek waits for in-flight batches, as a shutdown does.
+                grace = config.delivery.shutdown_grace_seconds if config else 30.0
+                answer = operate(url, args.mapping, "seek", token, arguments, timeout=grace + 30)
+            except AdminUnreachable:
+                if config is None or remote:
+                    raise
+                print(
+                    f"esm seek: no esm answers at {url}: writing the state store", file=sys.stderr
+                )
+            else:
+                shards = answer.get("shards") or []
+                print(
+                    f"mapping {answer.get('mapping', args.mapping)}: {len(shards)} shard(s) "
+                    f"moved to {answer.get('to', describe_target(target))}; reading again"
+                )
+                return 0
+        return _seek_stopped(config, args.mapping, target, args.shard)
+    except (AdminError, SeekError) as error:
+        print(f"esm seek: {error}", file=sys.stderr)
+        return 1
+
+
+def _seek_stopped(config: EsmConfig, mapping: str, target: Any, shard: str | None) -> int:
+    from esm.engine.seek import describe_target
+    from esm.offline_seek import seek_stopped
+
+    try:
+        shards = anyio.run(seek_stopped, config, mapping, target, shard)
+    except EsmError as error:
+        print(redact(f"esm seek: {error}"), file=sys.stderr)
+        return 1
+    print(
+        f"mapping {mapping}: {len(shards)} shard(s) set to {describe_target(target)} in the "
+        "state store; the next esm run reads from there"
+    )
     return 0
 
 
@@ -356,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _copy_checkpoints(args.config, args.source)
     if args.command in ("pause", "resume"):
         return _operate(args)
+    if args.command == "seek":
+        return _seek(args)
     if args.command == "import":
         return _import(args)
     from esm.demo import run_demo

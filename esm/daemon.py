@@ -17,6 +17,7 @@ import structlog
 
 from esm import registry
 from esm.admin import AdminServer
+from esm.aws.clients import ClientOpener, ClientPool
 from esm.aws.clients import open_client as open_aws_client
 from esm.engine.batcher import BatchLimits
 from esm.engine.concurrency import ConcurrencyLimitedBackend
@@ -26,6 +27,7 @@ from esm.engine.lifecycle import Interruptible
 from esm.engine.queue import QueueEngine, QueueSettings
 from esm.engine.retry import Backoff, RetryPolicy
 from esm.engine.scaling import DEFAULT_MAX_CONCURRENCY, ScalingLimits
+from esm.engine.seek import SeekError, describe_target, parse_target, plan_seek
 from esm.engine.stream_model import MIN_POLL_INTERVAL_SECONDS, StreamSettings
 from esm.engine.streams import StreamEngine
 from esm.errors import SettingError, describe
@@ -34,6 +36,7 @@ from esm.leases.store import LeasingStore
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.protocols import CheckpointStore, FunctionBackend
+from esm.supervisor import MappingSupervisor, Runner
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, MappingConfig
@@ -104,23 +107,15 @@ def starting_position(mapping: MappingConfig) -> StartPosition:
     )
 
 
-ClientOpener = Callable[[str, str], AbstractAsyncContextManager[Any]]
-"""Opens an AWS client for (service, region); tests pass one that opens fakes."""
+def _sync(
+    operation: Callable[[str], dict[str, Any]],
+) -> Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any]]]:
+    """An admin operation that takes no arguments and does not wait."""
 
+    async def call(name_or_id: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        return operation(name_or_id)
 
-class _Clients:
-    """AWS clients opened on demand, one per service and region, closed with the daemon."""
-
-    def __init__(self, opener: ClientOpener, stack: contextlib.AsyncExitStack) -> None:
-        self._opener = opener
-        self._stack = stack
-        self._opened: dict[tuple[str, str], Any] = {}
-
-    async def get(self, service: str, region: str) -> Any:
-        key = (service, region)
-        if key not in self._opened:
-            self._opened[key] = await self._stack.enter_async_context(self._opener(service, region))
-        return self._opened[key]
+    return call
 
 
 class Daemon:
@@ -139,8 +134,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self._given_backends = dict(backends or {})
         self._store = store
-        self.runners: dict[str, StreamEngine | QueueEngine] = {}
-        self._factories: dict[str, Callable[[], StreamEngine | QueueEngine]] = {}
+        self.supervisors: dict[str, MappingSupervisor] = {}
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stopping = Interruptible()
@@ -149,9 +143,15 @@ class Daemon:
         self._client_opener: ClientOpener = clients or self.open_client
         # Each mapping's name (its metrics and logs label), by id.
         self._names = {m.mapping_id: m.mapping_name for m in config.mappings}
-        self._paused: set[str] = set()
 
     # -- public ------------------------------------------------------------------------
+
+    @property
+    def runners(self) -> dict[str, Runner]:
+        """Each running mapping's engine, by mapping id."""
+        return {
+            mapping_id: supervisor.runner for mapping_id, supervisor in self.supervisors.items()
+        }
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
@@ -215,7 +215,7 @@ class Daemon:
         )
         try:
             async with contextlib.AsyncExitStack() as stack:
-                clients = _Clients(self._client_opener, stack)
+                clients = ClientPool(self._client_opener, stack)
                 store = await stack.enter_async_context(self._open_store(clients))
                 if isinstance(store, LeasingStore):
                     # Beats from before the first lease is taken until the last is let go.
@@ -231,7 +231,7 @@ class Daemon:
     # -- what the daemon opens -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _open_store(self, clients: _Clients) -> AsyncIterator[CheckpointStore]:
+    async def _open_store(self, clients: ClientPool) -> AsyncIterator[CheckpointStore]:
         """The checkpoint store; one the caller passed in is the caller's to close."""
         if self._store is not None:
             yield self._store
@@ -261,7 +261,7 @@ class Daemon:
     async def _open_mappings(
         self,
         stack: contextlib.AsyncExitStack,
-        clients: _Clients,
+        clients: ClientPool,
         backends: dict[str, FunctionBackend],
         store: CheckpointStore,
     ) -> None:
@@ -277,9 +277,21 @@ class Daemon:
                 backend = await self._backend(name, mapping.region, backends, clients)
                 limited[name] = self._limit(name, backend)
             factory = await self._runner_factory(mapping, stack, clients, limited[name], store)
-            self._factories[mapping.mapping_id] = factory
-            self.runners[mapping.mapping_id] = factory()
+            self.supervisors[mapping.mapping_id] = self._supervisor(mapping, factory)
             self.metrics.mapping_paused.labels(mapping.mapping_name).set(0)
+
+    def _supervisor(
+        self, mapping: MappingConfig, factory: Callable[[], StreamEngine | QueueEngine]
+    ) -> MappingSupervisor:
+        return MappingSupervisor(
+            mapping.mapping_name,
+            factory,
+            metrics=self.metrics,
+            backoff=self._backoff(),
+            stopping=self._stopping,
+            grace=self.config.delivery.shutdown_grace_seconds,
+            log=log,
+        )
 
     # -- running -------------------------------------------------------------------------
 
@@ -299,7 +311,7 @@ class Daemon:
     def _mapping_id(self, name_or_id: str) -> str:
         for mapping in self.config.mappings:
             if name_or_id in (mapping.mapping_id, mapping.mapping_name):
-                if mapping.mapping_id not in self.runners:
+                if mapping.mapping_id not in self.supervisors:
                     raise LookupError(f"mapping {name_or_id} is disabled")
                 return mapping.mapping_id
         raise LookupError(f"no mapping {name_or_id}")
@@ -316,16 +328,45 @@ class Daemon:
 
     def _set_paused(self, name_or_id: str, *, paused: bool) -> dict[str, Any]:
         mapping_id = self._mapping_id(name_or_id)
-        gate, label = self.runners[mapping_id].gate, self._names[mapping_id]
-        changed = gate.pause() if paused else gate.resume()
-        if paused:
-            self._paused.add(mapping_id)
-        else:
-            self._paused.discard(mapping_id)
+        label = self._names[mapping_id]
+        changed = self.supervisors[mapping_id].set_paused(paused)
         self.metrics.mapping_paused.labels(label).set(1 if paused else 0)
         if changed:
             log.info("mapping paused" if paused else "mapping resumed", mapping=label)
         return {"mapping": label, "paused": paused, "changed": changed}
+
+    async def seek(self, name_or_id: str, to: str, shard: str | None = None) -> dict[str, Any]:
+        """Move a running stream mapping to `to` (as `esm seek --to` spells it), of `shard`
+        alone or of every shard: its readers stop as at a shutdown (in-flight batches
+        finish and are checkpointed), the new positions are written after their last
+        checkpoint, and fresh readers start from them.
+
+        :raises LookupError: no such enabled mapping.
+        :raises SeekError: a queue mapping, a leased one, or a position the stream refuses.
+        """
+        target = parse_target(to)
+        mapping_id = self._mapping_id(name_or_id)
+        label, supervisor = self._names[mapping_id], self.supervisors[mapping_id]
+        runner = supervisor.runner
+        if not isinstance(runner, StreamEngine):
+            raise SeekError(f"mapping {label} reads a queue: a queue has no position to move")
+        store = runner.store
+        if isinstance(store, LeasingStore):
+            raise SeekError(
+                f"mapping {label}: seek needs state.backend sqlite or memory; with leases "
+                "(state.backend dynamodb) positions are the lease table's"
+            )
+        checkpoints = await plan_seek(runner.api, target, shard)
+
+        async def write() -> None:
+            for partition, checkpoint in sorted(checkpoints.items()):
+                await store.save(mapping_id, partition, checkpoint)
+
+        await supervisor.restart(write)
+        log.info(
+            "mapping moved", mapping=label, to=describe_target(target), shards=len(checkpoints)
+        )
+        return {"mapping": label, "to": describe_target(target), "shards": sorted(checkpoints)}
 
     async def _log_activity(self) -> None:
         from esm.activity import ActivitySummary, log_activity
@@ -346,7 +387,11 @@ class Daemon:
             self.metrics.registry,
             ready=self.ready,
             status=self.status,
-            operations={"pause": self.pause, "resume": self.resume},
+            operations={
+                "pause": _sync(self.pause),
+                "resume": _sync(self.resume),
+                "seek": self._seek_operation,
+            },
             token=token,
         )
         try:
@@ -358,20 +403,28 @@ class Daemon:
             ) from None
         log.info("admin server listening", host=admin_config.host, port=self.admin_port)
 
+    async def _seek_operation(
+        self, name_or_id: str, arguments: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        to, shard = arguments.get("to"), arguments.get("shard")
+        if not isinstance(to, str) or not (shard is None or isinstance(shard, str)):
+            raise SeekError('seek takes {"to": POSITION, "shard": SHARD (optional)}')
+        return await self.seek(name_or_id, to, shard)
+
     async def _run_mappings(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Run every mapping until a stop is requested, then wind them down: reading stops
         at once, in-flight batches get the grace period, their checkpoints are written."""
         grace = self.config.delivery.shutdown_grace_seconds
         async with anyio.create_task_group() as mappings:
-            for mapping_id in self.runners:
-                mappings.start_soon(self._supervise, mapping_id, name=mapping_id)
+            for mapping_id, supervisor in self.supervisors.items():
+                mappings.start_soon(supervisor.run, name=mapping_id)
             self._serving = True
             task_status.started()
             await self._stopping.wait()
             log.info("stopping: no new batches; waiting for in-flight ones", grace_seconds=grace)
             started = anyio.current_time()
-            for runner in self.runners.values():
-                runner.stop(grace)
+            for supervisor in self.supervisors.values():
+                supervisor.stop(grace)
             # Each unit bounds its own delivery by the grace period and its last checkpoint
             # by the same deadline; this only catches what is not yet a unit (a mapping
             # still loading its checkpoints).
@@ -382,36 +435,6 @@ class Daemon:
                 "shutdown grace period ran out, batches still in flight were abandoned",
                 grace_seconds=grace,
             )
-
-    async def _supervise(self, mapping_id: str) -> None:
-        """Run one mapping; should it fail with an error nothing below contained, log it in
-        one line and start it afresh from its checkpoints, so one mapping's failure never
-        ends the daemon or stops the others."""
-        failures = 0
-        backoff = self._backoff()
-        while True:
-            runner = self.runners[mapping_id]
-            try:
-                await runner.run()
-                return
-            except Exception as exc:  # noqa: BLE001 - last-resort containment of a mapping
-                if self._stopping.interrupted:
-                    return
-                failures += 1
-                delay = backoff.delay(failures)
-                label = self._names[mapping_id]
-                self.metrics.contained_errors.labels(label, "mapping").inc()
-                log.error(
-                    "mapping failed, restarting it from its checkpoints",
-                    mapping=label,
-                    error=describe(exc),
-                    retry_in_seconds=round(delay, 3),
-                )
-            if not await self._stopping.sleep(delay):
-                return
-            self.runners[mapping_id] = self._factories[mapping_id]()
-            if mapping_id in self._paused:
-                self.runners[mapping_id].gate.pause()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -427,7 +450,7 @@ class Daemon:
         self,
         mapping: MappingConfig,
         stack: contextlib.AsyncExitStack,
-        clients: _Clients,
+        clients: ClientPool,
         backend: FunctionBackend,
         store: CheckpointStore,
     ) -> Callable[[], StreamEngine | QueueEngine]:
@@ -457,7 +480,7 @@ class Daemon:
         discard = await self._on_failure(mapping, clients)
         return lambda: self._stream_engine(mapping, source, backend, store, discard)
 
-    async def _on_failure(self, mapping: MappingConfig, clients: _Clients) -> Discard | None:
+    async def _on_failure(self, mapping: MappingConfig, clients: ClientPool) -> Discard | None:
         """The on-failure destination of a stream mapping, with the client it needs open."""
         arn = mapping.on_failure_destination
         form = mapping.source.record_form
@@ -488,7 +511,7 @@ class Daemon:
         name: str,
         region: str,
         backends: dict[str, FunctionBackend],
-        clients: _Clients,
+        clients: ClientPool,
     ) -> FunctionBackend:
         """The backend of function `name`, created once and kept in `backends`."""
         if name in backends:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-__all__ = ["open_client"]
+__all__ = ["ClientOpener", "ClientPool", "open_client"]
 
 # Connections per AWS client: one per shard being read at once, with room to spare.
 _MAX_POOL_CONNECTIONS = 64
@@ -47,3 +48,22 @@ async def open_client(service: str, region: str, endpoint_url: str | None) -> As
         config=_client_config(service),
     ) as client:
         yield client
+
+
+ClientOpener = Callable[[str, str], AbstractAsyncContextManager[Any]]
+"""Opens an AWS client for (service, region); tests pass one that opens fakes."""
+
+
+class ClientPool:
+    """AWS clients opened on demand, one per service and region, closed with `stack`."""
+
+    def __init__(self, opener: ClientOpener, stack: contextlib.AsyncExitStack) -> None:
+        self._opener = opener
+        self._stack = stack
+        self._opened: dict[tuple[str, str], Any] = {}
+
+    async def get(self, service: str, region: str) -> Any:
+        key = (service, region)
+        if key not in self._opened:
+            self._opened[key] = await self._stack.enter_async_context(self._opener(service, region))
+        return self._opened[key]

@@ -10,6 +10,7 @@ from typing import Any
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import InFlight
 from esm.engine.retry import Backoff
+from esm.engine.seek import describe_target
 from esm.model import Record, ShardInfo, StartPosition
 
 # Kinesis allows 5 GetRecords calls per second per shard, shared by every consumer.
@@ -67,6 +68,8 @@ class ShardState:
     info: ShardInfo
     phase: ShardPhase = ShardPhase.WAITING
     checkpoint: str | None = None
+    seek: StartPosition | None = None
+    """Where a seek moved the shard (`esm seek`): read from here until a checkpoint is saved."""
     iterator_age: float | None = None
     in_flight: dict[int, InFlight] = field(default_factory=dict)
     """Batches being delivered, by lane (ParallelizationFactor lanes per shard)."""
@@ -80,6 +83,7 @@ class ShardState:
             "parents": list(self.info.parent_ids),
             "closed": self.info.closed,
             "checkpoint": self.checkpoint,
+            **({"seek": describe_target(self.seek)} if self.seek is not None else {}),
             "iterator_age_seconds": self.iterator_age,
             "batches_delivered": self.batches_delivered,
             "records_delivered": self.records_delivered,

@@ -22,6 +22,7 @@ from esm.engine.coordinator import Coordinator
 from esm.engine.driver import Deliverer
 from esm.engine.lifecycle import Interruptible, UnitLife
 from esm.engine.pause import PauseGate
+from esm.engine.seek import decode_position
 from esm.engine.shard import ShardWorker, StreamContext
 from esm.engine.stream_model import ShardPhase, ShardState, StreamSettings
 from esm.errors import SourceError
@@ -105,7 +106,12 @@ class StreamEngine:
         # every shard discovered later (children of a split) is read from its start.
         self._first_run = not checkpoints
         for shard_id, cp in checkpoints.items():
-            state = ShardState(info=ShardInfo(shard_id), checkpoint=cp.sequence)
+            seek = decode_position(cp.sequence)
+            state = ShardState(
+                info=ShardInfo(shard_id),
+                checkpoint=None if seek is not None else cp.sequence,
+                seek=seek,
+            )
             if cp.finished:
                 state.phase = ShardPhase.FINISHED
             self.shards[shard_id] = state
@@ -241,6 +247,8 @@ class StreamEngine:
     def _start_of(self, state: ShardState) -> StartPosition:
         if state.checkpoint is not None:
             return StartPosition(IteratorType.AFTER_SEQUENCE_NUMBER, state.checkpoint)
+        if state.seek is not None:
+            return state.seek
         if self._first_run:
             return self.settings.starting_position
         return StartPosition(IteratorType.TRIM_HORIZON)
