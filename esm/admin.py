@@ -86,7 +86,9 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_page)
         app.router.add_post("/mappings/{mapping}/{operation}", self._operate)
-        app.router.add_post("/{action}", self._act)
+        for action in self._actions:
+            # One route per action: a catch-all would answer 405 to a GET of any unknown path.
+            app.router.add_post(f"/{action}", self._act)
         return app
 
     async def serve(
@@ -159,9 +161,7 @@ class AdminServer:
         return await self._write(request, lambda arguments: operation(mapping, arguments))
 
     async def _act(self, request: web.Request) -> web.Response:
-        action = self._actions.get(request.match_info["action"])
-        if action is None:
-            return _error(404, f"no action {request.match_info['action']!r}")
+        action = self._actions[request.path.lstrip("/")]
         return await self._write(request, lambda arguments: action(arguments))
 
     async def _write(

@@ -77,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_seek(commands)
 
+    reload = commands.add_parser(
+        "reload",
+        help="make a running esm read its configuration file again (as SIGHUP does): "
+        "changed mappings restart, the others go on",
+    )
+    _admin_arguments(reload)
+    reload.add_argument(
+        "--token", help="the admin token (default: $ESM_ADMIN_TOKEN), as admin.token says"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="process a stream and a queue on an embedded local AWS emulator (no account needed)",
@@ -197,7 +207,7 @@ def _run(config_path: str) -> int:
         return 1
     configure_logging(config.log.format, config.log.level)
     try:
-        anyio.run(Daemon(config).run)
+        anyio.run(Daemon(config, config_path=config_path).run)
     except (EsmError, OSError, BaseExceptionGroup) as error:
         # Settings that only fail when used (an admin port already taken, an unwritable
         # state file): one clear line each, no traceback.
@@ -300,6 +310,43 @@ def _operate(args: argparse.Namespace) -> int:
     except AdminError as error:
         print(f"esm: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    import os
+
+    from esm.admin_client import TOKEN_VARIABLE, AdminError, request
+
+    target = _admin_target(args.url, args.config)
+    if target is None:
+        return 1
+    url, config = target
+    token = args.token or (config.admin.token if config is not None else None)
+    grace = config.delivery.shutdown_grace_seconds if config is not None else 30.0
+    try:
+        # Restarting changed mappings waits for their batches in flight, as a shutdown does.
+        answer = request(
+            url,
+            "/reload",
+            method="POST",
+            body={},
+            token=token or os.environ.get(TOKEN_VARIABLE),
+            timeout=grace + 30,
+        )
+    except AdminError as error:
+        print(f"esm reload: {error}", file=sys.stderr)
+        return 1
+    if not isinstance(answer, dict):
+        print(f"esm reload: {url}: unexpected answer", file=sys.stderr)
+        return 1
+    parts = [
+        f"{what} {', '.join(answer[what])}"
+        for what in ("added", "removed", "restarted")
+        if answer.get(what)
+    ]
+    unchanged = len(answer.get("unchanged") or [])
+    print(f"reloaded: {'; '.join(parts) or 'no mapping changed'}; {unchanged} unchanged")
     return 0
 
 
@@ -442,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _operate(args)
     if args.command == "seek":
         return _seek(args)
+    if args.command == "reload":
+        return _reload(args)
     if args.command == "import":
         return _import(args)
     from esm.demo import run_demo

@@ -8,7 +8,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,16 +30,17 @@ from esm.engine.scaling import DEFAULT_MAX_CONCURRENCY, ScalingLimits
 from esm.engine.seek import SeekError, describe_target, parse_target, plan_seek
 from esm.engine.stream_model import MIN_POLL_INTERVAL_SECONDS, StreamSettings
 from esm.engine.streams import StreamEngine
-from esm.errors import SettingError, describe
+from esm.errors import ConfigError, SettingError, describe
 from esm.filter import compile_filters
 from esm.leases.store import LeasingStore
 from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.protocols import CheckpointStore, FunctionBackend
-from esm.supervisor import MappingSupervisor, Runner
+from esm.supervisor import MappingSupervisor, Runner, Stopping
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, MappingConfig
+    from esm.reload_plan import ReloadPlan
 
 log = structlog.get_logger("esm.daemon")
 
@@ -118,6 +119,19 @@ def _sync(
     return call
 
 
+@dataclass
+class _Opened:
+    """What the daemon opened for its mappings, kept for the mappings a reload adds."""
+
+    stack: contextlib.AsyncExitStack
+    clients: ClientPool
+    backends: dict[str, FunctionBackend]
+    """The backends by function name (unlimited), as `_open_backends` closes them."""
+    store: CheckpointStore
+    limited: dict[str, FunctionBackend] = field(default_factory=dict)
+    """Each function's backend behind its concurrency limit, shared by its mappings."""
+
+
 class Daemon:
     """Every enabled mapping of a configuration, running under one task group."""
 
@@ -129,8 +143,11 @@ class Daemon:
         backends: Mapping[str, FunctionBackend] | None = None,
         store: CheckpointStore | None = None,
         clients: ClientOpener | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
+        """The file `reload()` reads; None: esm runs a configuration it was given."""
         self.metrics = metrics or Metrics()
         self._given_backends = dict(backends or {})
         self._store = store
@@ -143,6 +160,9 @@ class Daemon:
         self._client_opener: ClientOpener = clients or self.open_client
         # Each mapping's name (its metrics and logs label), by id.
         self._names = {m.mapping_id: m.mapping_name for m in config.mappings}
+        self._opened: _Opened | None = None
+        self._mapping_group: anyio.abc.TaskGroup | None = None
+        self._reloading = anyio.Lock()
 
     # -- public ------------------------------------------------------------------------
 
@@ -203,16 +223,7 @@ class Daemon:
         reverse order, whatever happens: mappings stop before the backends they call, and
         the backends before the checkpoint store and the AWS clients.
         """
-        self.metrics.describe_mappings(
-            MappingInfo(
-                name=m.mapping_name,
-                uuid=m.mapping_id,
-                function=m.function_name,
-                event_source_arn=m.EventSourceArn,
-                source=m.source_kind,
-            )
-            for m in self.config.mappings
-        )
+        self._describe_mappings()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 clients = ClientPool(self._client_opener, stack)
@@ -223,7 +234,8 @@ class Daemon:
                 backends = await stack.enter_async_context(self._open_backends())
                 # Everything that can fail on bad settings (a handler that does not import)
                 # fails here, before any task starts.
-                await self._open_mappings(stack, clients, backends, store)
+                self._opened = _Opened(stack, clients, backends, store)
+                await self._open_mappings()
                 await self._serve(task_status, handle_signals)
         finally:
             log.info("stopped")
@@ -258,30 +270,44 @@ class Daemon:
                         with anyio.move_on_after(_CLOSE_BACKEND_SECONDS):
                             await backend.aclose()
 
-    async def _open_mappings(
-        self,
-        stack: contextlib.AsyncExitStack,
-        clients: ClientPool,
-        backends: dict[str, FunctionBackend],
-        store: CheckpointStore,
-    ) -> None:
+    def _describe_mappings(self) -> None:
+        self.metrics.describe_mappings(
+            MappingInfo(
+                name=m.mapping_name,
+                uuid=m.mapping_id,
+                function=m.function_name,
+                event_source_arn=m.EventSourceArn,
+                source=m.source_kind,
+            )
+            for m in self.config.mappings
+        )
+
+    async def _open_mappings(self) -> None:
         """Set up every enabled mapping: its function (behind its concurrency limit), its
         source and destination, and how to make its runner."""
-        limited: dict[str, FunctionBackend] = {}
         for mapping in self.config.mappings:
             if not mapping.Enabled:
                 log.info("mapping disabled", mapping=mapping.mapping_name)
                 continue
-            name = mapping.function_name
-            if name not in limited:
-                backend = await self._backend(name, mapping.region, backends, clients)
-                limited[name] = self._limit(name, backend)
-            factory = await self._runner_factory(mapping, stack, clients, limited[name], store)
+            factory = await self._open_mapping(mapping)
             self.supervisors[mapping.mapping_id] = self._supervisor(mapping, factory)
             self.metrics.mapping_paused.labels(mapping.mapping_name).set(0)
 
+    async def _open_mapping(self, mapping: MappingConfig) -> Callable[[], Runner]:
+        """What `mapping` needs opened (its function's backend, its source and destination),
+        and how to make its runner."""
+        opened = self._opened
+        assert opened is not None, "run() opens the clients, backends and store first"
+        name = mapping.function_name
+        if name not in opened.limited:
+            backend = await self._backend(name, mapping.region, opened.backends, opened.clients)
+            opened.limited[name] = self._limit(name, backend)
+        return await self._runner_factory(
+            mapping, opened.stack, opened.clients, opened.limited[name], opened.store
+        )
+
     def _supervisor(
-        self, mapping: MappingConfig, factory: Callable[[], StreamEngine | QueueEngine]
+        self, mapping: MappingConfig, factory: Callable[[], Runner]
     ) -> MappingSupervisor:
         return MappingSupervisor(
             mapping.mapping_name,
@@ -368,6 +394,108 @@ class Daemon:
         )
         return {"mapping": label, "to": describe_target(target), "shards": sorted(checkpoints)}
 
+    async def reload(self) -> dict[str, Any]:
+        """Read the configuration file again and apply it: mappings added, removed or
+        changed start, stop or restart (each as a shutdown would stop it), the others go on
+        without a pause. A configuration that does not validate, or that changes a section
+        a running esm cannot change, is refused and the running one stays.
+
+        :raises ReloadRefused: why nothing was changed, or what could not be opened.
+        """
+        from esm.config import load_config
+        from esm.preflight import check_functions
+        from esm.reload_plan import ReloadRefused, plan_reload
+
+        if self.config_path is None:
+            raise ReloadRefused("esm runs a configuration it was given, not a file: no reload")
+        async with self._reloading:
+            if not self._serving or self._stopping.interrupted or self._mapping_group is None:
+                raise ReloadRefused("esm is not running its mappings (starting or stopping)")
+            try:
+                new = load_config(self.config_path)
+                problems = await check_functions(new)
+            except ConfigError as error:
+                problems = [
+                    *error.problems,
+                    *([f"... and {error.omitted} more"] * bool(error.omitted)),
+                ]
+            if problems:
+                raise ReloadRefused(
+                    f"{self.config_path} is not valid, the running configuration stays: "
+                    + "; ".join(problems)
+                )
+            plan = plan_reload(self.config, new)
+            names = {**self._names, **{m.mapping_id: m.mapping_name for m in new.mappings}}
+            if not plan.empty:
+                await self._apply(new, plan)
+            self.config = new
+            self._names = {m.mapping_id: m.mapping_name for m in new.mappings}
+            self._describe_mappings()
+        answer = {
+            what: sorted(names.get(i, i) for i in ids)
+            for what, ids in (
+                ("added", plan.added),
+                ("removed", plan.removed),
+                ("restarted", plan.changed),
+                ("unchanged", plan.unchanged),
+            )
+        }
+        log.info("configuration reloaded", **{k: v for k, v in answer.items() if v})
+        return answer
+
+    async def _apply(self, new: EsmConfig, plan: ReloadPlan) -> None:
+        """Open what the new and changed mappings need first, so that a failure leaves every
+        mapping as it was; then stop, restart and start them."""
+        from esm.reload_plan import ReloadRefused
+
+        opened, old = self._opened, self.config
+        assert opened is not None
+        assert self._mapping_group is not None
+        retired = {n: opened.backends.pop(n) for n in plan.functions if n in opened.backends}
+        retired_limited = {n: opened.limited.pop(n) for n in plan.functions if n in opened.limited}
+        for name in plan.functions:
+            # A backend the caller gave stays: it is not built from the settings.
+            if name in self._given_backends:
+                opened.backends[name] = self._given_backends[name]
+        by_id = {m.mapping_id: m for m in new.mappings}
+        factories: dict[str, Callable[[], Runner]] = {}
+        self.config = new  # what the new factories read their settings from
+        try:
+            for mapping_id in [*plan.changed, *plan.added]:
+                factories[mapping_id] = await self._open_mapping(by_id[mapping_id])
+        except Exception as exc:  # noqa: BLE001 - a plugin refusing: reported, nothing changed
+            self.config = old
+            opened.backends.update(retired)
+            opened.limited.update(retired_limited)
+            raise ReloadRefused(
+                f"reload not applied, the running configuration stays: {describe(exc)}"
+            ) from None
+        async with anyio.create_task_group() as tg:
+            for mapping_id in plan.removed:
+                tg.start_soon(self._remove, mapping_id)
+            for mapping_id in plan.changed:
+                supervisor = self.supervisors[mapping_id]
+                supervisor.label = by_id[mapping_id].mapping_name
+                tg.start_soon(self._restart, supervisor, factories[mapping_id])
+        for mapping_id in plan.added:
+            mapping = by_id[mapping_id]
+            supervisor = self._supervisor(mapping, factories[mapping_id])
+            self.supervisors[mapping_id] = supervisor
+            self.metrics.mapping_paused.labels(mapping.mapping_name).set(0)
+            self._mapping_group.start_soon(supervisor.run, name=mapping_id)
+        for name, backend in retired.items():
+            if name not in self._given_backends:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_BACKEND_SECONDS):
+                    await backend.aclose()
+
+    async def _restart(self, supervisor: MappingSupervisor, factory: Callable[[], Runner]) -> None:
+        with contextlib.suppress(Stopping):  # esm stops meanwhile: nothing left to restart
+            await supervisor.restart(factory=factory)
+
+    async def _remove(self, mapping_id: str) -> None:
+        await self.supervisors[mapping_id].remove()
+        del self.supervisors[mapping_id]
+
     async def _log_activity(self) -> None:
         from esm.activity import ActivitySummary, log_activity
 
@@ -392,6 +520,7 @@ class Daemon:
                 "resume": _sync(self.resume),
                 "seek": self._seek_operation,
             },
+            actions={"reload": self._reload_action},
             token=token,
         )
         try:
@@ -402,6 +531,9 @@ class Daemon:
                 f"admin.listen: cannot bind {admin_config.listen}: {_os_reason(exc)}"
             ) from None
         log.info("admin server listening", host=admin_config.host, port=self.admin_port)
+
+    async def _reload_action(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.reload()
 
     async def _seek_operation(
         self, name_or_id: str, arguments: Mapping[str, Any]
@@ -416,6 +548,7 @@ class Daemon:
         at once, in-flight batches get the grace period, their checkpoints are written."""
         grace = self.config.delivery.shutdown_grace_seconds
         async with anyio.create_task_group() as mappings:
+            self._mapping_group = mappings
             for mapping_id, supervisor in self.supervisors.items():
                 mappings.start_soon(supervisor.run, name=mapping_id)
             self._serving = True
@@ -423,8 +556,10 @@ class Daemon:
             await self._stopping.wait()
             log.info("stopping: no new batches; waiting for in-flight ones", grace_seconds=grace)
             started = anyio.current_time()
-            for supervisor in self.supervisors.values():
-                supervisor.stop(grace)
+            # A reload waits for what it began (its restarts end at once now).
+            async with self._reloading:
+                for supervisor in self.supervisors.values():
+                    supervisor.stop(grace)
             # Each unit bounds its own delivery by the grace period and its last checkpoint
             # by the same deadline; this only catches what is not yet a unit (a mapping
             # still loading its checkpoints).
@@ -437,10 +572,29 @@ class Daemon:
             )
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("signal received, shutting down", signal=signal.Signals(signum).name)
-                self.request_stop()
+        """SIGTERM and SIGINT shut down; SIGHUP reloads the configuration file (in its own
+        task, so that a shutdown signal is heard while a reload waits for batches)."""
+        async with anyio.create_task_group() as tg:
+            with anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+            ) as signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("signal received, reloading the configuration", signal="SIGHUP")
+                        tg.start_soon(self._reload_logged)
+                        continue
+                    log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+                    self.request_stop()
+
+    async def _reload_logged(self) -> None:
+        from esm.reload_plan import ReloadRefused
+
+        try:
+            await self.reload()
+        except ReloadRefused as refused:
+            log.error("reload refused", reason=str(refused))
+        except Exception as exc:  # noqa: BLE001 - containment: a reload never ends the daemon
+            log.error("reload failed", error=describe(exc))
 
     def open_client(self, service: str, region: str) -> AbstractAsyncContextManager[Any]:
         """An aiobotocore client for `service`, at the configured endpoint."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -166,3 +168,71 @@ def age_records(stream_name: str, seconds: float) -> None:
                 aged.created_at -= seconds
             else:
                 aged.created_at -= timedelta(seconds=seconds)
+
+
+ADMIN_TOKEN = "operations-admin-token-0123"
+"""The admin token of `operations_config`."""
+
+
+def operations_config(
+    endpoint: str, mappings: str, *, state: str = "backend: memory", admin: str = "127.0.0.1:0"
+) -> str:
+    """A configuration text for operating a running esm: admin writes on with ADMIN_TOKEN,
+    quick polling, and SQS without long polling (moto's server answers one request at a
+    time); `mappings` is the YAML list's items."""
+    return f"""
+aws:
+  region: us-east-1
+  endpoint_url: {endpoint}
+state:
+  {state}
+admin:
+  listen: {admin}
+  token: {ADMIN_TOKEN}
+delivery:
+  backoff_initial_seconds: 0.05
+  backoff_max_seconds: 0.2
+  shutdown_grace_seconds: 5
+polling:
+  interval_seconds: 0.2
+  shard_discovery_interval_seconds: 0.5
+sqs:
+  wait_time_seconds: 0
+functions:
+  fn:
+    type: python
+    handler: esm.examples.handlers:handle
+mappings:
+{mappings}
+"""
+
+
+def stream_mapping(arn: str, *, name: str = "orders", batch_size: int = 10) -> str:
+    return (
+        f"  - FunctionName: fn\n    EventSourceArn: {arn}\n    name: {name}\n"
+        f"    StartingPosition: TRIM_HORIZON\n    BatchSize: {batch_size}\n"
+    )
+
+
+def queue_mapping(arn: str, *, name: str = "jobs") -> str:
+    return f"  - FunctionName: fn\n    EventSourceArn: {arn}\n    name: {name}\n"
+
+
+async def run_esm(*argv: str, token: str | None = ADMIN_TOKEN) -> tuple[int, str, str]:
+    """`esm ARGV...` as a process: its exit status, stdout and stderr (stripped)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ESM_ADMIN_TOKEN", "ESM_ADMIN_URL")}
+    if token is not None:
+        env["ESM_ADMIN_TOKEN"] = token
+    done = await anyio.run_process([sys.executable, "-m", "esm", *argv], check=False, env=env)
+    return done.returncode, done.stdout.decode().strip(), done.stderr.decode().strip()
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    with anyio.fail_after(seconds):
+        while not condition():
+            await anyio.sleep(0.05)
+
+
+def stream_data(backend: RecordingBackend) -> list[bytes]:
+    """The data of the stream records `backend` was given, in order."""
+    return [kinesis_data(r) for r in backend.delivered_records() if "kinesis" in r]

@@ -3,8 +3,6 @@ new position next; a stopped one gets the position in its state store and starts
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,63 +16,24 @@ from esm.daemon import Daemon
 from esm.testing import RecordingBackend, kinesis_data
 from tests.conftest import free_port
 
-from .helpers import create_stream, put_records, run_daemon_until
+from .helpers import (
+    create_stream,
+    operations_config,
+    put_records,
+    queue_mapping,
+    run_daemon_until,
+    stream_data,
+    stream_mapping,
+    wait_for,
+)
+from .helpers import run_esm as esm
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-TOKEN = "seek-admin-token-0123456"
-
-
-async def esm(*argv: str) -> tuple[int, str, str]:
-    env = {**os.environ, "ESM_ADMIN_TOKEN": TOKEN}
-    env.pop("ESM_ADMIN_URL", None)
-    done = await anyio.run_process([sys.executable, "-m", "esm", *argv], check=False, env=env)
-    return done.returncode, done.stdout.decode().strip(), done.stderr.decode().strip()
-
 
 def config_text(endpoint: str, arn: str, queue_arn: str, state: str, admin: str) -> str:
-    return f"""
-aws:
-  region: us-east-1
-  endpoint_url: {endpoint}
-state:
-  {state}
-admin:
-  listen: {admin}
-  token: {TOKEN}
-delivery:
-  backoff_initial_seconds: 0.05
-  backoff_max_seconds: 0.2
-  shutdown_grace_seconds: 5
-polling:
-  interval_seconds: 0.2
-  shard_discovery_interval_seconds: 0.5
-sqs:
-  wait_time_seconds: 0
-functions:
-  fn:
-    type: python
-    handler: esm.examples.handlers:handle
-mappings:
-  - FunctionName: fn
-    EventSourceArn: {arn}
-    StartingPosition: TRIM_HORIZON
-    BatchSize: 10
-    name: orders
-  - FunctionName: fn
-    EventSourceArn: {queue_arn}
-    name: jobs
-"""
-
-
-def stream_data(backend: RecordingBackend) -> list[bytes]:
-    return [kinesis_data(r) for r in backend.delivered_records() if "kinesis" in r]
-
-
-async def wait_for(condition: Any, seconds: float = 30) -> None:
-    with anyio.fail_after(seconds):
-        while not condition():
-            await anyio.sleep(0.05)
+    mappings = stream_mapping(arn) + queue_mapping(queue_arn)
+    return operations_config(endpoint, mappings, state=state, admin=admin)
 
 
 async def test_a_running_mapping_delivers_from_where_it_was_moved(

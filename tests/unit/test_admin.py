@@ -180,3 +180,61 @@ async def test_port_in_use_raises() -> None:
         with pytest.raises(OSError, match="address already in use"):
             await server.serve("127.0.0.1", port)
         tg.cancel_scope.cancel()
+
+
+async def _echo(mapping: str, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+    if mapping == "gone":
+        raise LookupError("no mapping gone")
+    if arguments.get("to") == "nowhere":
+        raise ValueError("--to nowhere: expected TRIM_HORIZON")
+    if arguments.get("to") == "boom":
+        raise RuntimeError("store down")
+    return {"mapping": mapping, "arguments": dict(arguments)}
+
+
+async def _reload(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {"added": ["jobs"]}
+
+
+@pytest.mark.anyio
+async def test_write_operations_take_a_json_object_and_answer_each_error_in_one_line() -> None:
+    server = AdminServer(
+        Metrics().registry,
+        ready=lambda: True,
+        status=dict,
+        operations={"seek": _echo},
+        actions={"reload": _reload},
+        token="t" * 16,
+    )
+    auth = {"Authorization": f"Bearer {'t' * 16}"}
+    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{await tg.start(server.serve, '127.0.0.1', 0)}"
+        cases: list[tuple[str, bytes, int, Any]] = [
+            (
+                "/mappings/m/seek",
+                b'{"to": "LATEST"}',
+                200,
+                {"mapping": "m", "arguments": {"to": "LATEST"}},
+            ),
+            ("/mappings/m/seek", b"", 200, {"mapping": "m", "arguments": {}}),
+            ("/mappings/m/seek", b"{not json", 400, {"error": "the request body is not JSON"}),
+            ("/mappings/m/seek", b"[1]", 400, {"error": "the request body is not a JSON object"}),
+            ("/mappings/gone/seek", b"{}", 404, {"error": "no mapping gone"}),
+            (
+                "/mappings/m/seek",
+                b'{"to": "nowhere"}',
+                400,
+                {"error": "--to nowhere: expected TRIM_HORIZON"},
+            ),
+            ("/mappings/m/seek", b'{"to": "boom"}', 500, {"error": "RuntimeError: store down"}),
+            ("/mappings/m/jump", b"{}", 404, {"error": "no operation 'jump'"}),
+            ("/reload", b"", 200, {"added": ["jobs"]}),
+        ]
+        for path, body, status, answer in cases:
+            async with http.post(f"{base}{path}", data=body, headers=auth) as response:
+                assert (response.status, orjson.loads(await response.read())) == (status, answer)
+        async with http.post(f"{base}/reload") as response:
+            assert response.status == 401
+        async with http.get(f"{base}/reload") as response:
+            assert response.status == 405
+        tg.cancel_scope.cancel()
