@@ -424,6 +424,25 @@ class LogConfig(_Model):
         return value.lower() if isinstance(value, str) else value
 
 
+class CircuitBreakerConfig(_Model):
+    """esm's own circuit breaker (Lambda has none): polling stops after `failures` failed
+    invocations in a row, and one invocation probes after `cool_down_seconds`."""
+
+    failures: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Consecutive failed invocations (errors, timeouts, throttles, "
+        "unreachable) that open the breaker; 0 turns it off (the default).",
+    )
+    cool_down_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="How long an open breaker waits before one invocation probes the function.",
+    )
+
+
 class DeliveryConfig(_Model):
     """esm's own pacing of retries (AWS publishes no numbers for mappings)."""
 
@@ -441,6 +460,11 @@ class DeliveryConfig(_Model):
         ge=0,
         le=3600,
         description="How long in-flight batches may finish after SIGTERM.",
+    )
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig,
+        description="Every mapping's circuit breaker, unless the mapping sets its own; off "
+        "by default.",
     )
 
     @field_validator("backoff_max_seconds")
@@ -657,6 +681,8 @@ class MappingConfig(_Model):
     kcl_lease_table: str | None = None
     """esm's own key: the lease table of a Kinesis Client Library application whose
     checkpoints this mapping continues from (state.backend dynamodb)."""
+    circuit_breaker: CircuitBreakerConfig | None = None
+    """esm's own key: this mapping's circuit breaker, in place of delivery.circuit_breaker."""
 
     @field_validator("EventSourceArn")
     @classmethod

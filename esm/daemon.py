@@ -20,10 +20,12 @@ from esm.admin import AdminServer
 from esm.aws.clients import ClientOpener, ClientPool
 from esm.aws.clients import open_client as open_aws_client
 from esm.engine.batcher import BatchLimits
+from esm.engine.breaker import BreakerSettings, CircuitBreaker, breaker_log
 from esm.engine.concurrency import ConcurrencyLimitedBackend
 from esm.engine.discard import OnFailureDestination
 from esm.engine.driver import Deliverer, Discard, FunctionTarget
 from esm.engine.lifecycle import Interruptible
+from esm.engine.pause import PauseGate
 from esm.engine.queue import QueueEngine, QueueSettings
 from esm.engine.retry import Backoff, RetryPolicy
 from esm.engine.scaling import DEFAULT_MAX_CONCURRENCY, ScalingLimits
@@ -744,7 +746,10 @@ class Daemon:
             backlog_interval=sqs.backlog_sample_seconds,
             backoff=backoff,
         )
-        return QueueEngine(reader, settings, self._deliverer(mapping, backend), self.metrics)
+        deliverer = self._deliverer(mapping, backend)
+        engine = QueueEngine(reader, settings, deliverer, self.metrics)
+        deliverer.breaker = self._breaker(mapping, engine.gate)
+        return engine
 
     def _stream_engine(
         self,
@@ -787,6 +792,21 @@ class Daemon:
                 grace=config.delivery.shutdown_grace_seconds,
                 lease_table=mapping.kcl_lease_table,
             )
-        return StreamEngine(
+        engine = StreamEngine(
             source.api, settings, deliverer, store, self.metrics, ownership=ownership
+        )
+        deliverer.breaker = self._breaker(mapping, engine.gate)
+        return engine
+
+    def _breaker(self, mapping: MappingConfig, gate: PauseGate) -> CircuitBreaker | None:
+        """The mapping's circuit breaker over its engine's pause gate; None when off."""
+        settings = mapping.circuit_breaker or self.config.delivery.circuit_breaker
+        if settings.failures <= 0:
+            return None
+        label = mapping.mapping_name
+        self.metrics.circuit_open.labels(label).set(0)
+        return CircuitBreaker(
+            BreakerSettings(settings.failures, settings.cool_down_seconds),
+            gate,
+            on_change=breaker_log(label, self.metrics, settings.cool_down_seconds),
         )

@@ -279,6 +279,18 @@ class Metrics:
             ["mapping"],
             registry=r,
         )
+        self.circuit_open = Gauge(
+            "esm_circuit_breaker_open",
+            "1 while the mapping's circuit breaker is open or probing (half open), else 0.",
+            ["mapping"],
+            registry=r,
+        )
+        self.circuit_opened = Counter(
+            "esm_circuit_breaker_opened",
+            "Times the mapping's circuit breaker opened after failed invocations in a row.",
+            ["mapping"],
+            registry=r,
+        )
         self.aws_calls = Counter(
             "esm_aws_calls",
             "AWS calls esm made, by operation and outcome (ok, conflict: a conditional write "

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from esm.engine.breaker import CircuitBreaker
 from esm.engine.lifecycle import Interruptible
 from esm.engine.partial import stream_item_failures
 from esm.engine.policy import (
@@ -162,6 +163,8 @@ class Deliverer:
     report_item_failures: bool = False
     discard: Discard | None = None
     """Where given-up batches go; None drops them (counted in esm_dropped_events_total)."""
+    breaker: CircuitBreaker | None = None
+    """The mapping's circuit breaker; None: off."""
 
     def __post_init__(self) -> None:
         self.rules = DeliveryPolicy(self.policy, self.backoff, self.bisect)
@@ -421,6 +424,20 @@ class Deliverer:
                 status_code=413,
                 function_error="Unhandled",
             )
+        if self.breaker is None:
+            return await self._invoke_admitted(payload, labels)
+        await self.breaker.admit()
+        result: InvokeResult | None = None
+        try:
+            result = await self._invoke_admitted(payload, labels)
+        finally:
+            if result is None:
+                self.breaker.release_probe()
+            else:
+                self.breaker.record(result.ok, result.error or result.function_error)
+        return result
+
+    async def _invoke_admitted(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
         now = self.clock()
         invocation = Invocation(
             payload=payload,
@@ -487,3 +504,10 @@ class Deliverer:
             # FailedInvokeEventCount counts every record of an invocation that failed or
             # answered with batch item failures.
             m.failed_invoke_events.labels(mapping).inc(records)
+
+
+def breaker_status(deliverer: Deliverer) -> dict[str, Any]:
+    """The `circuit_breaker` entry of a mapping's /status; nothing while it has none."""
+    if deliverer.breaker is None:
+        return {}
+    return {"circuit_breaker": deliverer.breaker.status()}

@@ -25,7 +25,7 @@ import structlog
 
 from esm.engine.batcher import Batcher, BatchLimits
 from esm.engine.coordinator import Coordinator
-from esm.engine.driver import Deliverer
+from esm.engine.driver import Deliverer, breaker_status
 from esm.engine.lifecycle import Interruptible, UnitLife
 from esm.engine.pause import PauseGate
 from esm.engine.queue_batch import BatchRules, QueueBatches
@@ -148,11 +148,16 @@ class QueueEngine:
         """Pollers whose task is running (one retiring counts until it ends)."""
         return 0 if self._pollers is None else len(self._pollers.held)
 
+    @property
+    def deliverer(self) -> Deliverer:
+        return self.batches.deliverer
+
     def status(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
             "stopping": self._reading.interrupted,
             "paused": self.gate.paused,
+            **breaker_status(self.deliverer),
             **self.reader.status(),
             "pollers": {"target": self.target, "running": self.running},
             "max_concurrency": self.settings.scaling.maximum,
@@ -269,7 +274,7 @@ class QueueEngine:
                 remaining = batcher.window_remaining()
                 # Paused with messages in hand: deliver them now rather than hold them
                 # invisible until their visibility runs out.
-                if remaining <= 0 or self.gate.paused:
+                if remaining <= 0 or self.gate.closed:
                     break
                 wait = min(wait, int(remaining))
             wanted = min(RECEIVE_MAX, limits.batch_size - len(batcher))
@@ -281,7 +286,7 @@ class QueueEngine:
 
     async def _receive(self, count: int, wait: int) -> list[Record]:
         """One receive; nothing after a failure (logged and backed off)."""
-        if self.gate.paused:
+        if self.gate.closed:
             with self._receives.waiting():
                 await self.gate.wait_open()
         try:

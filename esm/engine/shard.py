@@ -144,7 +144,7 @@ class ShardWorker:
                     failures += 1
                     await self._read_failed("get_shard_iterator", exc, failures)
                     continue
-            if self.context.gate.paused:
+            if self.context.gate.closed:
                 # Paused: not a read that is late, so the staleness gauge does not grow.
                 with reads.waiting():
                     await self.context.gate.wait_open()

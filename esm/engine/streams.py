@@ -19,7 +19,7 @@ import structlog
 
 from esm.engine.checkpointer import Checkpointer
 from esm.engine.coordinator import Coordinator
-from esm.engine.driver import Deliverer
+from esm.engine.driver import Deliverer, breaker_status
 from esm.engine.lifecycle import Interruptible, UnitLife
 from esm.engine.pause import PauseGate
 from esm.engine.seek import decode_position
@@ -150,6 +150,7 @@ class StreamEngine:
             "ready": self.ready,
             "stopping": self.stopping,
             "paused": self.gate.paused,
+            **breaker_status(self.deliverer),
             "shards": shards,
         }
 
