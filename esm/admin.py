@@ -1,9 +1,11 @@
-"""The admin HTTP server: /metrics for Prometheus, /healthz and /readyz probes, /status."""
+"""The admin HTTP server: /metrics for Prometheus, /healthz and /readyz probes, /status, and
+the status page at /."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -15,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from esm.errors import describe
 from esm.log import get_logger
 from esm.redact import redact
+from esm.status_page import CONTENT_SECURITY_POLICY, render_error_page, render_page
 
 # Seconds a scrape in progress may take to finish once the server is asked to stop.
 _SHUTDOWN_GRACE_SECONDS = 2.0
@@ -49,6 +52,7 @@ class AdminServer:
     - `GET /healthz`: 200 `ok` as long as the process serves requests (liveness).
     - `GET /readyz`: 200 `ready` when `ready()` is true, else 503 `not ready` (readiness).
     - `GET /status`: `status()` as indented JSON.
+    - `GET /`: the status page, `status()` as `esm status`'s table in HTML, read-only.
     - `POST /mappings/{mapping}/{operation}`: one of `operations` (pause, resume, seek) on
       a mapping, by name or id, with the request's JSON object as its arguments.
     - `POST /{action}`: one of `actions` (reload), on esm as a whole.
@@ -79,12 +83,13 @@ class AdminServer:
         self._token = token
 
     def create_app(self) -> web.Application:
-        """The aiohttp application with the four routes (also handy for testing)."""
+        """The aiohttp application with its routes (also handy for testing)."""
         app = web.Application()
+        app.router.add_get("/", self._status_page)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/status", self._status_page)
+        app.router.add_get("/status", self._status_json)
         app.router.add_post("/mappings/{mapping}/{operation}", self._operate)
         for action in self._actions:
             # One route per action: a catch-all would answer 405 to a GET of any unknown path.
@@ -144,7 +149,7 @@ class AdminServer:
             return web.Response(text="ready")
         return web.Response(status=503, text="not ready")
 
-    async def _status_page(self, request: web.Request) -> web.Response:
+    async def _status_json(self, request: web.Request) -> web.Response:
         try:
             body = _render_status(self._status())
         except Exception as exc:  # noqa: BLE001 - containment: /status answers, whatever broke
@@ -152,6 +157,14 @@ class AdminServer:
             body = _render_status({"error": describe(exc)})
             return web.Response(status=500, body=body, content_type="application/json")
         return web.Response(body=body, content_type="application/json")
+
+    async def _status_page(self, request: web.Request) -> web.Response:
+        try:
+            page = render_page(self._status(), now=datetime.now(UTC))
+        except Exception as exc:  # noqa: BLE001 - containment: the page answers, whatever broke
+            _log.error("status page failed", error=describe(exc))
+            return _page(500, render_error_page(describe(exc)))
+        return _page(200, page)
 
     async def _operate(self, request: web.Request) -> web.Response:
         operation = self._operations.get(request.match_info["operation"])
@@ -206,4 +219,12 @@ Action = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 def _error(status: int, message: str) -> web.Response:
     return web.Response(
         status=status, body=_render_status({"error": message}), content_type="application/json"
+    )
+
+
+def _page(status: int, page: str) -> web.Response:
+    # Never cached: a page kept by a proxy or the browser would show a past state as now.
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    return web.Response(
+        status=status, text=page, content_type="text/html", charset="utf-8", headers=headers
     )

@@ -78,8 +78,11 @@ def _state(entry: Mapping[str, Any]) -> str:
         return "disabled"
     if entry.get("paused"):
         return "paused"
-    if entry.get("circuit") == "open":
+    circuit = (entry.get("circuit_breaker") or {}).get("state")
+    if circuit == "open":
         return "circuit open"
+    if circuit == "half_open":
+        return "probing"
     if entry.get("stopping"):
         return "stopping"
     if "ready" not in entry:
@@ -178,17 +181,28 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: 
     return "\n".join(lines)
 
 
+def process_state(status: Mapping[str, Any]) -> str:
+    """`ready`, `not ready` or `stopping`: esm itself, as /readyz sees it."""
+    if status.get("stopping"):
+        return "stopping"
+    return "ready" if status.get("ready") else "not ready"
+
+
+def headline(status: Mapping[str, Any]) -> str:
+    """The line about the process above the table: `esm ready, up 3m05s, 2 mappings`."""
+    uptime = status.get("uptime_seconds")
+    count = len(mapping_rows(status))
+    return (
+        f"esm {process_state(status)}"
+        + (f", up {seconds(float(uptime))}" if isinstance(uptime, int | float) else "")
+        + f", {count} mapping{'s' if count != 1 else ''}"
+    )
+
+
 def render_text(status: Mapping[str, Any], *, width: int = 0) -> str:
     """`esm status`'s table, with a first line about the process."""
     rows = mapping_rows(status)
-    ready = "ready" if status.get("ready") else "not ready"
-    if status.get("stopping"):
-        ready = "stopping"
-    uptime = status.get("uptime_seconds")
-    head = f"esm {ready}" + (
-        f", up {seconds(float(uptime))}" if isinstance(uptime, int | float) else ""
-    )
-    head += f", {len(rows)} mapping{'s' if len(rows) != 1 else ''}"
+    head = headline(status)
     if not rows:
         return head
     body = text_table(MappingRow.headers(), [row.cells() for row in rows], width=width)

@@ -15,6 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from esm.admin import AdminServer
 from esm.metrics import Metrics
+from esm.status_page import CONTENT_SECURITY_POLICY
+from esm.status_view import mapping_rows
+
+from ..html_table import read_page
 
 
 @pytest.fixture
@@ -135,6 +139,62 @@ async def test_status_is_indented_json(admin: _Running) -> None:
     }
 
 
+_QUEUE_STATUS = {
+    "ready": True,
+    "uptime_seconds": 12.5,
+    "mappings": [
+        {
+            "name": "jobs",
+            "function": "https://deploy:hunter2@functions.example/jobs",
+            "event_source_arn": "arn:aws:sqs:us-east-1:123456789012:jobs",
+            "ready": True,
+            "paused": True,
+            "pollers": {"running": 1, "target": 1},
+            "batches_in_flight": 0,
+            "last_error": "<ReceiveMessage> timed out",
+        }
+    ],
+}
+
+
+@pytest.mark.anyio
+async def test_the_root_is_the_status_page() -> None:
+    server = AdminServer(Metrics().registry, ready=lambda: True, status=lambda: _QUEUE_STATUS)
+    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        async with http.get(f"http://127.0.0.1:{port}/") as response:
+            assert response.status == 200
+            assert (response.content_type, response.charset) == ("text/html", "utf-8")
+            assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+            assert response.headers["Cache-Control"] == "no-store"
+            html = await response.text()
+        async with http.head(f"http://127.0.0.1:{port}/") as response:
+            assert response.status == 200
+        tg.cancel_scope.cancel()
+    page = read_page(html)
+    (row,) = page.texts()
+    assert row[:4] == ["jobs", "sqs jobs", "https://deploy:***@functions.example/jobs", "paused"]
+    assert row[-1] == "<ReceiveMessage> timed out"
+    assert [r.cells()[4:-1] for r in mapping_rows(_QUEUE_STATUS)] == [row[4:-1]]
+    # The function's URL is redacted, as in /status.
+    assert "hunter2" not in html
+
+
+@pytest.mark.anyio
+async def test_a_failing_status_page_is_one_line_not_a_traceback() -> None:
+    failing: Callable[[], Any] = _raises
+    server = AdminServer(Metrics().registry, ready=lambda: True, status=failing)
+    async with anyio.create_task_group() as tg, aiohttp.ClientSession() as http:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        async with http.get(f"http://127.0.0.1:{port}/") as response:
+            assert response.status == 500
+            assert response.content_type == "text/html"
+            html = await response.text()
+        tg.cancel_scope.cancel()
+    assert "Traceback" not in html
+    assert read_page(html).by_tag["p"] == ["RuntimeError: state unavailable"]
+
+
 @pytest.mark.anyio
 async def test_unknown_route_is_404(admin: _Running) -> None:
     async with admin.http.get(f"{admin.base}/nope") as response:
@@ -148,7 +208,11 @@ def _raises() -> Any:
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("path", "status", "body"),
-    [("/readyz", 503, b"not ready"), ("/status", 500, b"RuntimeError: state unavailable")],
+    [
+        ("/readyz", 503, b"not ready"),
+        ("/status", 500, b"RuntimeError: state unavailable"),
+        ("/", 500, b"RuntimeError: state unavailable"),
+    ],
 )
 async def test_failing_callables_answer_errors(path: str, status: int, body: bytes) -> None:
     failing: Callable[[], Any] = _raises

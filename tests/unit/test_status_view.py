@@ -78,3 +78,16 @@ def test_a_queue_mapping_and_a_disabled_one() -> None:
 
 def test_nothing_to_show_is_one_line() -> None:
     assert render_text({"ready": True, "mappings": []}) == "esm ready, 0 mappings"
+
+
+def test_a_circuit_breaker_that_is_open_or_probing_shows_as_the_state() -> None:
+    def state(circuit: str) -> str:
+        entry = {"name": "m", "ready": True, "circuit_breaker": {"state": circuit}}
+        (row,) = mapping_rows({"ready": True, "mappings": [entry]})
+        return row.state
+
+    assert [state(s) for s in ("open", "half_open", "closed")] == [
+        "circuit open",
+        "probing",
+        "running",
+    ]
