@@ -9,7 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/esm
 COPY pyproject.toml README.md ./
 COPY esm ./esm
-RUN pip install . && rm -rf /opt/esm/build
+# Optional extras, e.g. --build-arg EXTRAS=tracing for OpenTelemetry traces. This project
+# itself is installed, not a package from an index: DL3013's pinning does not apply.
+ARG EXTRAS=""
+# hadolint ignore=DL3013
+RUN pip install ".${EXTRAS:+[${EXTRAS}]}" && rm -rf /opt/esm/build
 
 # uid and gid 10001: what the Helm chart's securityContext (runAsUser, runAsGroup, fsGroup)
 # expects. /var/lib/esm/state is where the chart mounts the state volume.

@@ -184,14 +184,14 @@ def _load(config_path: str) -> EsmConfig | None:
     """The configuration, checked as start-up would check it; None once the problems are
     printed. `run` and `validate` share it, so both say the same and exit 1."""
     from esm.config import load_config
-    from esm.preflight import check_functions
+    from esm.preflight import check_functions, check_tracing
 
     try:
         config = load_config(config_path)
     except ConfigError as error:
         _print_problems(error)
         return None
-    problems = anyio.run(check_functions, config)
+    problems = check_tracing(config) + anyio.run(check_functions, config)
     if problems:
         _print_problems(ConfigError(problems))
         return None

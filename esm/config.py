@@ -61,6 +61,13 @@ from esm.settings import (
 from esm.settings import (
     url_problem as _url_problem,
 )
+from esm.tracing import (
+    EXPORTERS,
+    Exporter,
+    TracingSettings,
+    exporter_from_environment,
+    wanted_by_environment,
+)
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -84,6 +91,7 @@ __all__ = [
     "SqsConfig",
     "StartingPositionType",
     "StateConfig",
+    "TracingConfig",
     "config_model",
     "describe_config",
     "load_config",
@@ -538,6 +546,99 @@ class SqsConfig(_Model):
         "backlog gauge).",
         json_schema_extra=unit("seconds"),
     )
+
+
+class TracingConfig(_Model):
+    """OpenTelemetry traces (the `tracing` extra: pip install 'esm[tracing]'): a span per
+    batch, and trace context sent to the function. What is left unset here is read from the
+    OTEL_* environment variables, as the OpenTelemetry SDK reads them."""
+
+    enabled: bool = Field(
+        False,
+        description="Unset: on when OTEL_TRACES_EXPORTER names an exporter or "
+        "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, unless "
+        "OTEL_SDK_DISABLED is true.",
+    )
+    exporter: Exporter = Field(
+        "otlp",
+        description="Where spans go: otlp (OTLP over HTTP), console (stdout) or none (spans "
+        "are made and trace context still reaches the function, nothing is exported). "
+        "Unset: OTEL_TRACES_EXPORTER, else otlp.",
+    )
+    endpoint: str | None = Field(
+        None,
+        description="The OTLP/HTTP collector, such as http://otel-collector:4318 (/v1/traces "
+        "is added to a URL without a path). Unset: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318.",
+    )
+    service_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The service.name of esm's spans. Unset: OTEL_SERVICE_NAME, else esm.",
+    )
+    sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The share of batches traced (a trace id ratio). Unset: "
+        "OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else every batch.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any, info: ValidationInfo) -> Any:
+        # Only what the file leaves unset; the SDK reads the other OTEL_* variables itself.
+        environ = _context(info).get("environ")
+        if not isinstance(data, dict) or environ is None:
+            return data
+        data = {**data}
+        if "enabled" not in data:
+            data["enabled"] = wanted_by_environment(environ)
+        if "exporter" not in data and data["enabled"] is True:
+            named = exporter_from_environment(environ)
+            if named is not None and named not in EXPORTERS:
+                raise _fail(
+                    f"OTEL_TRACES_EXPORTER={named!r}: esm exports to "
+                    f"{', '.join(EXPORTERS)}: set tracing.exporter or OTEL_TRACES_EXPORTER"
+                )
+            if named is not None:
+                data["exporter"] = named
+        if data["enabled"] is True and data.get("exporter", "otlp") == "otlp":
+            protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+                "OTEL_EXPORTER_OTLP_PROTOCOL", ""
+            )
+            if protocol.strip().lower() == "grpc":
+                # Sent over HTTP to a gRPC port, every export would fail.
+                raise _fail(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: esm sends OTLP over HTTP "
+                    "(http/protobuf, port 4318): unset it or set it to http/protobuf"
+                )
+        return data
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and (problem := _url_problem(value)):
+            raise _fail(problem)
+        return value
+
+    def settings(self) -> TracingSettings:
+        return TracingSettings(
+            exporter=self.exporter,
+            endpoint=self.endpoint,
+            service_name=self.service_name,
+            sample_ratio=self.sample_ratio,
+        )
+
+    def summary(self) -> str:
+        """What `esm validate` says of tracing."""
+        if not self.enabled:
+            return "off"
+        endpoint = self.endpoint or "OTEL_EXPORTER_OTLP_*, else http://localhost:4318"
+        where = f"otlp to {endpoint}" if self.exporter == "otlp" else self.exporter
+        ratio = "" if self.sample_ratio is None else f", sample ratio {self.sample_ratio:g}"
+        return f"on, {where}{ratio}"
 
 
 # --------------------------------------------------------------------------- functions
@@ -1004,7 +1105,7 @@ class MappingConfig(_Model):
 
 # --------------------------------------------------------------------------- the whole file
 
-_SECTIONS = ("aws", "state", "admin", "log", "delivery", "polling", "sqs")
+_SECTIONS = ("aws", "state", "admin", "log", "delivery", "polling", "sqs", "tracing")
 
 
 def _tagged_union(models: list[type[BaseModel]], tag: str) -> Any:
@@ -1063,6 +1164,7 @@ class EsmConfig(_Model):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     polling: PollingConfig = Field(default_factory=PollingConfig)
     sqs: SqsConfig = Field(default_factory=SqsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     functions: _Functions = Field(default_factory=dict)
     mappings: list[MappingConfig]
 
@@ -1634,4 +1736,5 @@ def describe_config(config: EsmConfig) -> str:
     lines.append(redact(f"aws: region {config.aws.region}, endpoints {endpoints}"))
     admin = config.admin
     lines.append(f"admin: {'listening on ' + admin.listen if admin.enabled else 'disabled'}")
+    lines.append(redact(f"tracing: {config.tracing.summary()}"))
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import structlog
 
 from esm import registry
@@ -39,6 +40,8 @@ from esm.metrics import MappingInfo, Metrics
 from esm.model import IteratorType, Record, StartPosition
 from esm.protocols import CheckpointStore, FunctionBackend
 from esm.supervisor import MappingSupervisor, Runner, Stopping
+from esm.tracing import NO_TRACING, MappingTrace, Tracing
+from esm.tracing_setup import open_tracing
 
 if TYPE_CHECKING:
     from esm.config import EsmConfig, MappingConfig
@@ -49,6 +52,7 @@ log = structlog.get_logger("esm.daemon")
 # Bounds on closing what the daemon opened, so a stuck plugin cannot hold up the exit.
 _CLOSE_STORE_SECONDS = 10.0
 _CLOSE_BACKEND_SECONDS = 5.0
+_CLOSE_TRACING_SECONDS = 5.0
 # Past the grace period, how long the mappings get for what no unit bounds yet.
 _BACKSTOP_SECONDS = 1.0
 
@@ -146,6 +150,7 @@ class Daemon:
         store: CheckpointStore | None = None,
         clients: ClientOpener | None = None,
         config_path: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -154,6 +159,9 @@ class Daemon:
         self._given_backends = dict(backends or {})
         self._store = store
         self.supervisors: dict[str, MappingSupervisor] = {}
+        self._given_tracing = tracing
+        self.tracing: Tracing = NO_TRACING
+        """Chosen in `run`: the given one, the configured one, or none (tracing off)."""
         self.admin_port: int | None = None
         self.started_at = time.time()
         self._stopping = Interruptible()
@@ -228,6 +236,8 @@ class Daemon:
         self._describe_mappings()
         try:
             async with contextlib.AsyncExitStack() as stack:
+                # First opened, last closed: every span has ended when it is flushed.
+                self.tracing = await stack.enter_async_context(self._open_tracing())
                 clients = ClientPool(self._client_opener, stack)
                 store = await stack.enter_async_context(self._open_store(clients))
                 if isinstance(store, LeasingStore):
@@ -243,6 +253,24 @@ class Daemon:
             log.info("stopped")
 
     # -- what the daemon opens -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _open_tracing(self) -> AsyncIterator[Tracing]:
+        """The tracing the caller passed in (theirs to close), else the configuration's,
+        flushed at the end within a bound; with tracing off, one that does nothing."""
+        if self._given_tracing is not None:
+            yield self._given_tracing
+            return
+        if not self.config.tracing.enabled:
+            yield NO_TRACING
+            return
+        tracing = open_tracing(self.config.tracing.settings())
+        log.info("tracing on", tracing=self.config.tracing.summary())
+        try:
+            yield tracing
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(tracing.shutdown, _CLOSE_TRACING_SECONDS)
 
     @contextlib.asynccontextmanager
     async def _open_store(self, clients: ClientPool) -> AsyncIterator[CheckpointStore]:
@@ -712,6 +740,14 @@ class Daemon:
             ),
             bisect=mapping.BisectBatchOnFunctionError,
             report_item_failures="ReportBatchItemFailures" in mapping.FunctionResponseTypes,
+            tracer=self.tracing.for_mapping(
+                MappingTrace(
+                    mapping=mapping.mapping_name,
+                    function=mapping.function_name,
+                    source=mapping.source_kind,
+                    event_source_arn=mapping.EventSourceArn,
+                )
+            ),
         )
 
     def _queue_engine(

@@ -5,12 +5,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 # A synchronous Lambda invocation carries at most 6 MB of request payload.
 MAX_INVOKE_PAYLOAD_BYTES = 6 * 1024 * 1024
 # Bytes of `{"Records":[` + `]}` around the records of a batch.
 EVENT_ENVELOPE_BYTES = len(b'{"Records":[]}')
+NO_TRACE_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def _no_trace_headers() -> Mapping[str, str]:
+    # One shared empty mapping: an untraced invocation allocates none.
+    return NO_TRACE_HEADERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,9 @@ class Invocation:
     memory_limit_mb: int = 128
     extra: Mapping[str, str] = field(default_factory=dict)
     """Labels for logs (mapping, shard)."""
+    trace_headers: Mapping[str, str] = field(default_factory=_no_trace_headers)
+    """W3C trace context of this invocation (`traceparent`, `tracestate`) for the function to
+    continue; empty when tracing is off."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Start-up checks: what `esm run` would refuse at start, found without running anything.
 
-`esm validate` and `esm run` both call `check_functions` after the configuration validates,
-so a handler that does not import or a command that is not installed fails validation the
-same way, with the same message, as it fails start-up.
+`esm validate` and `esm run` both call `check_functions` and `check_tracing` after the
+configuration validates, so a handler that does not import, a command that is not installed
+or traces asked for without the tracing extra fail validation the same way, with the same
+message, as they fail start-up.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from esm.metrics import Metrics
 from esm.protocols import FunctionBackend
 from esm.redact import redact
 from esm.settings import FunctionSettings
+from esm.tracing_setup import missing_extra
 
 
 class _NeedsTheDaemon(Exception):
@@ -61,6 +63,20 @@ async def check_functions(config: EsmConfig) -> list[str]:
         await _close(backend)
         problems += function.offline_problems(name)
     return [redact(problem) for problem in problems]
+
+
+def check_tracing(config: EsmConfig) -> list[str]:
+    """One line when traces are on but OpenTelemetry cannot be imported (the extra is not
+    installed); with tracing off nothing is imported."""
+    if not config.tracing.enabled:
+        return []
+    problem = missing_extra()
+    if problem is None:
+        return []
+    return [
+        f"tracing.enabled: traces are on (by tracing.enabled or an OTEL_* variable) but "
+        f"{problem}; or set tracing.enabled: false"
+    ]
 
 
 def _where(name: str, function: FunctionSettings) -> str:

@@ -10,7 +10,7 @@ from esm.errors import EsmError
 
 __all__ = ["FIXED_SECTIONS", "SHARED_SECTIONS", "ReloadPlan", "ReloadRefused", "plan_reload"]
 
-FIXED_SECTIONS = ("aws", "state", "admin", "log")
+FIXED_SECTIONS = ("aws", "state", "admin", "log", "tracing")
 """Sections a running esm cannot change: its clients, checkpoint store, admin server and
 logging are opened once, before any mapping starts."""
 

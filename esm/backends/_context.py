@@ -35,7 +35,9 @@ class LambdaContext:
     """The `context` argument of a handler, with the attributes of Lambda's Python runtime.
 
     As in that runtime, `memory_limit_in_mb` is a str (it comes from an environment variable
-    there), `function_version` is "$LATEST" and `client_context` is None.
+    there), `function_version` is "$LATEST" and `client_context` is None. Beyond it,
+    `traceparent` and `tracestate` are the invocation's W3C trace context when esm traces
+    (None otherwise), for a handler to continue the trace.
     """
 
     def __init__(
@@ -48,6 +50,8 @@ class LambdaContext:
         deadline_ms: int,
         log_stream_name: str,
         function_version: str = DEFAULT_VERSION,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> None:
         self.aws_request_id = aws_request_id
         self.function_name = function_name
@@ -58,6 +62,8 @@ class LambdaContext:
         self.log_stream_name = log_stream_name
         self.identity = CognitoIdentity()
         self.client_context: Any = None
+        self.traceparent = traceparent
+        self.tracestate = tracestate
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self) -> int:

@@ -196,6 +196,9 @@ class CommandBackend:
                 "ESM_REQUEST_ID": invocation.request_id,
                 "ESM_DEADLINE_MS": str(int(invocation.deadline * 1000)),
                 "ESM_FUNCTION_ARN": invocation.function_arn,
+                # TRACEPARENT, TRACESTATE: trace context in the environment, as OpenTelemetry
+                # names it for processes, when esm traces.
+                **{name.upper(): value for name, value in invocation.trace_headers.items()},
             },
         )
         try:

@@ -226,6 +226,8 @@ class HttpBackend:
         headers["Lambda-Runtime-Invoked-Function-Arn"] = invocation.function_arn
         for name, value in invocation.extra.items():
             headers[extra_header_name(name)] = _header_value(value)
+        # traceparent and tracestate (W3C trace context), when tracing is on.
+        headers.update(invocation.trace_headers)
         async with session.post(
             self.url, data=invocation.payload, headers=headers, allow_redirects=False
         ) as response:

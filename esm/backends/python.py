@@ -88,6 +88,10 @@ class PythonBackend:
             memory_limit_in_mb=self.memory_size,
             deadline_ms=int(invocation.deadline * 1000),
             log_stream_name=self._log_stream_name,
+            # While the handler runs, the engine makes this invocation's span the current
+            # one, so a handler using OpenTelemetry in this process makes child spans.
+            traceparent=invocation.trace_headers.get("traceparent"),
+            tracestate=invocation.trace_headers.get("tracestate"),
         )
         budget = min(invocation.deadline - time.time(), self.timeout)
         result: InvokeResult | None = None

@@ -28,6 +28,7 @@ from esm.backends._context import (
 from esm.errors import BackendError
 from esm.log import get_logger
 from esm.model import MAX_INVOKE_PAYLOAD_BYTES, Invocation, InvokeResult, ResultKind
+from esm.trace_context import xray_header
 
 API_VERSION: Final = "2018-06-01"
 DEFAULT_PORT: Final = 9001
@@ -205,7 +206,7 @@ class RuntimeApiBackend:
         pending = _Pending(
             invocation=invocation,
             deadline_ms=int((now + max(budget, 0.0)) * 1000),
-            trace_id=_new_trace_id(now),
+            trace_id=_trace_id(invocation, now),
             answer=asyncio.get_running_loop().create_future(),
         )
         log = self._log.bind(request_id=invocation.request_id)
@@ -333,6 +334,8 @@ class RuntimeApiBackend:
             "Lambda-Runtime-Deadline-Ms": str(pending.deadline_ms),
             "Lambda-Runtime-Invoked-Function-Arn": invocation.function_arn,
             "Lambda-Runtime-Trace-Id": pending.trace_id,
+            # The same span in W3C form (with its tracestate), for runtimes that read it.
+            **invocation.trace_headers,
         }
         response = web.Response(body=invocation.payload, headers=headers)
         try:
@@ -442,8 +445,13 @@ def _system_error(message: str) -> InvokeResult:
     return InvokeResult(kind=ResultKind.SYSTEM_ERROR, error=message, status_code=0)
 
 
-def _new_trace_id(now: float) -> str:
-    """An X-Ray trace header as Lambda sends one (not sampled: no daemon receives it)."""
+def _trace_id(invocation: Invocation, now: float) -> str:
+    """The invocation's X-Ray trace header, as Lambda sends one: the span of the invocation
+    when esm traces (X-Ray ids are W3C's), so a function's X-Ray or OpenTelemetry SDK
+    continues the trace; else a new one, not sampled (no daemon receives it)."""
+    traceparent = invocation.trace_headers.get("traceparent")
+    if traceparent is not None and (header := xray_header(traceparent)) is not None:
+        return header
     return f"Root=1-{int(now):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
 
 

@@ -40,12 +40,15 @@ from esm.model import (
     ResultKind,
 )
 from esm.protocols import FunctionBackend
+from esm.tracing import NO_SPAN, NO_TRACER, AttemptSpan, BatchResult, BatchSpan, BatchTracer
 
 # A backend enforces the function timeout itself; this margin only guards against one that
 # does not, so a stuck backend cannot block a shard forever.
 _TIMEOUT_MARGIN_SECONDS = 5.0
 # esm's logger: asked, cheaply, whether the per-batch line would be written at all.
 _DEBUG_LOG = logging.getLogger("esm")
+# What an invocation's span records when shutdown cut the invocation short.
+_CUT_SHORT = InvokeResult(kind=ResultKind.SYSTEM_ERROR, error="cut short by shutdown")
 
 
 class DeliveryOutcome(enum.Enum):
@@ -106,8 +109,11 @@ class _Part:
     on_result: Callable[[InvokeResult], Awaitable[None]] | None
     event_fields: EventFields | None
     check_answer: AnswerCheck | None
+    span: BatchSpan = NO_SPAN
     result: InvokeResult | None = None
     """The invocation result of the step being performed."""
+    gave_up: bool = False
+    """Some records were given up on (stored or dropped)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,8 @@ class Deliverer:
     """Where given-up batches go; None drops them (counted in esm_dropped_events_total)."""
     breaker: CircuitBreaker | None = None
     """The mapping's circuit breaker; None: off."""
+    tracer: BatchTracer = NO_TRACER
+    """Opens each batch's span; the default does nothing (tracing off)."""
 
     def __post_init__(self) -> None:
         self.rules = DeliveryPolicy(self.policy, self.backoff, self.bisect)
@@ -187,7 +195,20 @@ class Deliverer:
         unacceptable answer into a function error. The decisions are the policy's
         (`esm.engine.policy`); this driver carries them out.
         """
-        part = _Part(interrupt, in_flight, on_settled, on_result, event_fields, check_answer)
+        span = self.tracer.start_batch(batch.partition, batch.records)
+        part = _Part(interrupt, in_flight, on_settled, on_result, event_fields, check_answer, span)
+        # Cancelled (the grace period ran out) counts as abandoned too.
+        outcome = DeliveryOutcome.ABANDONED
+        try:
+            outcome = await self._deliver(batch, part)
+        finally:
+            if outcome is DeliveryOutcome.ABANDONED:
+                span.end(BatchResult.ABANDONED)
+            else:
+                span.end(BatchResult.GIVEN_UP if part.gave_up else BatchResult.SUCCESS)
+        return outcome
+
+    async def _deliver(self, batch: Batch, part: _Part) -> DeliveryOutcome:
         pending: deque[tuple[Record, ...]] = deque([tuple(batch.records)])
         while pending:
             state: PartState | None = self.rules.start(pending.popleft())
@@ -224,6 +245,7 @@ class Deliverer:
             elif isinstance(decision, Split):
                 halves = [r for half in decision.parts for r in half]
                 self._note("bisecting the failed batch", partition, halves, None)
+                part.span.note("bisect", {"messaging.batch.message_count": len(halves)})
                 # Delivered first half first, before anything else still pending.
                 pending.extendleft(reversed(decision.parts))
             elif not await self._wait(partition, step.state, decision, part):
@@ -234,7 +256,9 @@ class Deliverer:
         fields = part.event_fields() if part.event_fields else None
         labels = {"mapping": self.mapping_id, "shard": partition}
         result = self._checked(
-            await self.invoke_once(encode_event(records, fields), labels, len(records)),
+            await self.invoke_once(
+                encode_event(records, fields), labels, len(records), span=part.span
+            ),
             part.check_answer,
         )
         if part.on_result is not None:
@@ -286,11 +310,35 @@ class Deliverer:
     ) -> DeliveryOutcome:
         """The final invocation of a tumbling window: no records, retried until it succeeds
         (the shard waits meanwhile) or MaximumRetryAttempts is used up."""
+        span = self.tracer.start_batch(partition, ())
+        ended = BatchResult.ABANDONED
+        try:
+            ended = await self._deliver_final(
+                partition, interrupt, in_flight, event_fields, check_answer, on_result, span
+            )
+        finally:
+            span.end(ended)
+        return (
+            DeliveryOutcome.ABANDONED
+            if ended is BatchResult.ABANDONED
+            else DeliveryOutcome.DELIVERED
+        )
+
+    async def _deliver_final(
+        self,
+        partition: str,
+        interrupt: Interruptible,
+        in_flight: InFlight,
+        event_fields: EventFields,
+        check_answer: AnswerCheck | None,
+        on_result: Callable[[InvokeResult], Awaitable[None]] | None,
+        span: BatchSpan,
+    ) -> BatchResult:
         labels = {"mapping": self.mapping_id, "shard": partition}
         function_errors = failures = 0
         while True:
             payload = encode_event((), event_fields())
-            result = self._checked(await self.invoke_once(payload, labels), check_answer)
+            result = self._checked(await self.invoke_once(payload, labels, span=span), check_answer)
             failed = result.kind is ResultKind.FUNCTION_ERROR
             self.count(result, 0, failed=failed)
             if on_result is not None:
@@ -299,18 +347,20 @@ class Deliverer:
                 function_errors += 1
                 in_flight.attempts += 1
             if self.rules.after_final_result(function_errors, result):
-                if failed and self.log is not None:
+                if not failed:
+                    return BatchResult.SUCCESS
+                if self.log is not None:
                     self.log.error(
                         "final window invocation failed, giving up on it",
                         shard=partition,
                         error=result.error,
                         invoke_count=function_errors,
                     )
-                return DeliveryOutcome.DELIVERED
+                return BatchResult.GIVEN_UP
             failures += 1
             in_flight.last_error = f"{result.kind.value}: {result.error or result.function_error}"
             if not await interrupt.sleep(self.rules.retry_delay(failures, result)):
-                return DeliveryOutcome.ABANDONED
+                return BatchResult.ABANDONED
 
     @staticmethod
     def _checked(result: InvokeResult, check_answer: AnswerCheck | None) -> InvokeResult:
@@ -360,6 +410,15 @@ class Deliverer:
                 records=len(records),
                 invoke_count=decision.invoke_count,
             )
+        part.gave_up = True
+        part.span.note(
+            "give_up",
+            {
+                "esm.give_up.condition": decision.condition.value,
+                "esm.invoke_count": decision.invoke_count,
+                "messaging.batch.message_count": len(records),
+            },
+        )
         if self.discard is None:
             self.metrics.dropped_events.labels(self.mapping_id).inc(len(records))
         elif not await self.discard(give_up, part.interrupt):
@@ -394,13 +453,25 @@ class Deliverer:
         return self.rules.retry_delay(failures, result)
 
     async def invoke_once(
-        self, payload: bytes, labels: dict[str, str], records: int = 0
+        self,
+        payload: bytes,
+        labels: dict[str, str],
+        records: int = 0,
+        *,
+        span: BatchSpan = NO_SPAN,
     ) -> InvokeResult:
         """One invocation with `payload` (the encoded event of `records` records), never
         raising: an event over the payload limit or a backend that outlives its timeout become
-        function errors. At debug level, one line per invocation says how it went."""
+        function errors. It is an attempt of the batch `span`. At debug level, one line per
+        invocation says how it went."""
         started = time.monotonic()
-        result = await self._invoke_payload(payload, labels)
+        request_id = str(uuid.uuid4())
+        attempt = span.attempt(records, request_id)
+        result = _CUT_SHORT
+        try:
+            result = await self._invoke_payload(payload, labels, request_id, attempt)
+        finally:
+            attempt.end(result)
         if _DEBUG_LOG.isEnabledFor(logging.DEBUG):
             self._batch_log.debug(
                 "batch invoked",
@@ -413,7 +484,9 @@ class Deliverer:
             )
         return result
 
-    async def _invoke_payload(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
+    async def _invoke_payload(
+        self, payload: bytes, labels: dict[str, str], request_id: str, attempt: AttemptSpan
+    ) -> InvokeResult:
         if len(payload) > self.max_payload_bytes:
             # Lambda refuses such a request before the function runs; the batch is one record
             # too large to ever fit, which the retry policy decides about.
@@ -425,11 +498,11 @@ class Deliverer:
                 function_error="Unhandled",
             )
         if self.breaker is None:
-            return await self._invoke_admitted(payload, labels)
+            return await self._invoke_admitted(payload, labels, request_id, attempt)
         await self.breaker.admit()
         result: InvokeResult | None = None
         try:
-            result = await self._invoke_admitted(payload, labels)
+            result = await self._invoke_admitted(payload, labels, request_id, attempt)
         finally:
             if result is None:
                 self.breaker.release_probe()
@@ -437,17 +510,20 @@ class Deliverer:
                 self.breaker.record(result.ok, result.error or result.function_error)
         return result
 
-    async def _invoke_admitted(self, payload: bytes, labels: dict[str, str]) -> InvokeResult:
+    async def _invoke_admitted(
+        self, payload: bytes, labels: dict[str, str], request_id: str, attempt: AttemptSpan
+    ) -> InvokeResult:
         now = self.clock()
         invocation = Invocation(
             payload=payload,
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
             function_name=self.target.name,
             function_arn=self.target.arn,
             timeout=self.target.timeout,
             deadline=now + self.target.timeout,
             memory_limit_mb=self.target.memory_size,
             extra=labels,
+            trace_headers=attempt.headers,
         )
         started = time.monotonic()
         result: InvokeResult | None = None
@@ -455,6 +531,8 @@ class Deliverer:
         with (
             in_flight.track_inprogress(),
             anyio.move_on_after(self.target.timeout + _TIMEOUT_MARGIN_SECONDS),
+            # The function's own spans in this process (a Python handler's) are children.
+            attempt.current(),
         ):
             try:
                 result = await self.backend.invoke(invocation)

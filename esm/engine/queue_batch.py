@@ -18,6 +18,14 @@ from esm.events import encode_event
 from esm.metrics import Metrics
 from esm.model import InvokeResult, Record, ResultKind
 from esm.protocols import QueueReader
+from esm.tracing import BatchResult, BatchSpan
+
+# How a batch whose invocation ended this way ends, when its messages go back to the queue.
+_RETURNED = {
+    ResultKind.FUNCTION_ERROR: BatchResult.FUNCTION_ERROR,
+    ResultKind.THROTTLE: BatchResult.THROTTLE,
+    ResultKind.SYSTEM_ERROR: BatchResult.SYSTEM_ERROR,
+}
 
 # A batch can hold 10,000 messages: a log line names the first of them only.
 _LOGGED_MESSAGE_IDS = 100
@@ -73,13 +81,17 @@ class QueueBatches:
         gauge = self.metrics.batches_in_flight.labels(self.rules.mapping)
         self.in_flight += 1
         gauge.inc()
+        held_for = self.clock() - received_at
+        # From the first receive of its messages until they are deleted or sent back.
+        span = self.deliverer.tracer.start_batch(self.reader.queue_name, records, held_for)
+        ended = BatchResult.ABANDONED
         try:
             async with anyio.create_task_group() as tg:
-                held_for = self.clock() - received_at
                 tg.start_soon(self.reader.keep_invisible, records, held_for)
-                failed = await self._invoke(records, life)
+                failed, result = await self._invoke(records, life, span)
                 tg.cancel_scope.cancel()
             await self._settle(records, failed)
+            ended = result
         except anyio.get_cancelled_exc_class():
             if life.stopping:
                 # The grace period ran out: neither delivered nor deleted, the messages come
@@ -91,6 +103,7 @@ class QueueBatches:
                 )
             raise
         finally:
+            span.end(ended)
             self.in_flight -= 1
             gauge.dec()
 
@@ -122,19 +135,22 @@ class QueueBatches:
         if deleted:
             self.metrics.deleted_events.labels(self.rules.mapping).inc(deleted)
 
-    async def _invoke(self, records: Sequence[Record], life: UnitLife) -> frozenset[int]:
-        """Invoke the function for a batch; the indices of the messages that failed."""
+    async def _invoke(
+        self, records: Sequence[Record], life: UnitLife, span: BatchSpan
+    ) -> tuple[frozenset[int], BatchResult]:
+        """Invoke the function for a batch; the indices of the messages that failed, and
+        how the batch ends."""
         payload = encode_event(records)
         labels = {"mapping": self.rules.mapping, "queue": self.reader.queue_name}
         everything = frozenset(range(len(records)))
         started = self.clock()
         failures = 0
         while True:
-            result = await self.deliverer.invoke_once(payload, labels, len(records))
+            result = await self.deliverer.invoke_once(payload, labels, len(records), span=span)
             if result.kind is ResultKind.SUCCESS:
                 failed = self.failed(result, records)
                 self.deliverer.count(result, len(records), failed=bool(failed))
-                return failed
+                return failed, BatchResult.PARTIAL_FAILURE if failed else BatchResult.SUCCESS
             function_error = result.kind is ResultKind.FUNCTION_ERROR
             self.deliverer.count(result, len(records), failed=function_error)
             self.on_error(f"{result.kind.value}: {result.error or result.function_error}")
@@ -144,21 +160,21 @@ class QueueBatches:
                     error=result.error,
                     messages=len(records),
                 )
-                return everything
+                return everything, BatchResult.FUNCTION_ERROR
             # Throttles and system errors: retried while the messages' visibility lasts
             # (the reader keeps extending it), with fewer pollers; then back to the queue.
             self.on_throttle()
             failures += 1
             delay = self.deliverer.retry_delay(failures, result)
             if self.clock() + delay - started > max(self.reader.visibility_timeout, 1):
-                return everything
+                return everything, _RETURNED[result.kind]
             if not await life.reading.sleep(delay):
                 self.log.warning(
                     "batch abandoned at shutdown, it will be delivered again",
                     reason="shutdown came between retries",
                     **self.describe(records, self.rules.failure_visibility_seconds),
                 )
-                return everything
+                return everything, BatchResult.ABANDONED
 
     def failed(self, result: InvokeResult, records: Sequence[Record]) -> frozenset[int]:
         """The indices of the messages a successful invocation's answer says failed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -274,6 +275,17 @@ async def test_per_batch_lambda_context_in_the_environment(
     assert env["ESM_REQUEST_ID"] == call.request_id
     assert env["ESM_DEADLINE_MS"] == str(int(call.deadline * 1000))
     assert env["ESM_FUNCTION_ARN"] == ARN
+    assert "TRACEPARENT" not in env
+
+
+async def test_per_batch_trace_context_in_the_environment(make_backend: BackendMaker) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    call = dataclasses.replace(
+        invocation(action="env"), trace_headers={"traceparent": traceparent, "tracestate": "v=1"}
+    )
+    result = await make_backend().invoke(call)
+    env = result.response["env"]
+    assert (env["TRACEPARENT"], env["TRACESTATE"]) == (traceparent, "v=1")
 
 
 @pytest.mark.parametrize(

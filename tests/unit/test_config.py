@@ -1385,6 +1385,7 @@ def test_describe_config() -> None:
         "state: sqlite at esm-state.db",
         "aws: region us-east-1, endpoints http://127.0.0.1:4566",
         "admin: listening on 127.0.0.1:9464",
+        "tracing: off",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -273,6 +274,26 @@ async def test_next_answers_the_event_with_the_runtime_headers(
     [result] = results
     assert result.kind is ResultKind.SUCCESS
     assert result.response == {"batchItemFailures": []}
+
+
+async def test_a_traced_invocation_hands_its_span_to_the_runtime_in_both_forms(
+    backend: RuntimeApiBackend, session: aiohttp.ClientSession
+) -> None:
+    traceparent = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01"
+    invocation = dataclasses.replace(
+        make_invocation(), trace_headers={"traceparent": traceparent, "tracestate": "v=1"}
+    )
+    results: list[InvokeResult] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke_soon, backend, invocation, results)
+        _, headers, _ = await next_invocation(session, backend)
+        # X-Ray's form, which runtimes put in _X_AMZN_TRACE_ID, names the same span.
+        assert headers["Lambda-Runtime-Trace-Id"] == (
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+        )
+        assert (headers["traceparent"], headers["tracestate"]) == (traceparent, "v=1")
+        await post(session, backend, f"/invocation/{invocation.request_id}/response", b"{}")
+    assert results[0].ok
 
 
 async def test_error_answer_is_a_function_error_named_by_its_body_or_header(
