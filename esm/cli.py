@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     _add_seek(commands)
+    _add_redrive(commands)
 
     reload = commands.add_parser(
         "reload",
@@ -130,6 +132,37 @@ def _add_seek(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     seek.add_argument(
         "--token", help="the admin token (default: $ESM_ADMIN_TOKEN), as admin.token says"
     )
+
+
+def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    redrive = commands.add_parser(
+        "redrive",
+        help="invoke the function again with the batches an on-failure destination recorded, "
+        "deleting each failure record once its batch succeeds",
+    )
+    redrive.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="DESTINATION",
+        help="the on-failure destination: an SQS queue ARN (or URL), or an S3 bucket ARN or "
+        "s3://BUCKET/PREFIX",
+    )
+    redrive.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    redrive.add_argument(
+        "--mapping", help="redrive this mapping's failure records only (name or UUID)"
+    )
+    redrive.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the failure records and the stream, invoke nothing and delete nothing",
+    )
+    redrive.add_argument(
+        "--delete-expired",
+        action="store_true",
+        help="also delete failure records none of whose records the stream still holds",
+    )
+    redrive.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -411,6 +444,44 @@ def _seek_stopped(config: EsmConfig, mapping: str, target: Any, shard: str | Non
     return 0
 
 
+def _redrive(args: argparse.Namespace) -> int:
+    import json
+
+    from esm.log import configure_logging
+    from esm.redrive.command import redrive
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    # The report is the output; only warnings and errors are logged, to stderr.
+    configure_logging(config.log.format, "warning")
+
+    def show(item: Any) -> None:
+        if not args.json:
+            print(redact(item.line()), flush=True)
+
+    try:
+        report = anyio.run(
+            partial(
+                redrive,
+                config,
+                args.source,
+                mapping=args.mapping,
+                dry_run=args.dry_run,
+                delete_expired=args.delete_expired,
+                on_item=show,
+            )
+        )
+    except (ValueError, LookupError, EsmError) as error:
+        print(redact(f"esm redrive: {error}"), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report.summary())
+    return 0 if report.clean else 1
+
+
 def _load_quietly(config_path: str) -> EsmConfig | None:
     """The configuration for its addresses only: no function is checked."""
     from esm.config import load_config
@@ -491,6 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _seek(args)
     if args.command == "reload":
         return _reload(args)
+    if args.command == "redrive":
+        return _redrive(args)
     if args.command == "import":
         return _import(args)
     from esm.demo import run_demo

@@ -330,8 +330,8 @@ class Daemon:
         assert opened is not None, "run() opens the clients, backends and store first"
         name = mapping.function_name
         if name not in opened.limited:
-            backend = await self._backend(name, mapping.region, opened.backends, opened.clients)
-            opened.limited[name] = self._limit(name, backend)
+            backend = await self.open_backend(name, mapping.region, opened.backends, opened.clients)
+            opened.limited[name] = self.limited(name, backend)
         return await self._runner_factory(
             mapping, opened.stack, opened.clients, opened.limited[name], opened.store
         )
@@ -343,7 +343,7 @@ class Daemon:
             mapping.mapping_name,
             factory,
             metrics=self.metrics,
-            backoff=self._backoff(),
+            backoff=self.backoff(),
             stopping=self._stopping,
             grace=self.config.delivery.shutdown_grace_seconds,
             log=log,
@@ -653,7 +653,7 @@ class Daemon:
             poll_interval=polling.interval_seconds,
             records_limit=polling.records_limit,
             extend_visibility=self.config.sqs.extend_visibility,
-            retry_delay=self._backoff().delay,
+            retry_delay=self.backoff().delay,
             on_close=on_close,
         )
         source = await registry.build_source(context, mapping.source)
@@ -680,17 +680,17 @@ class Daemon:
             function_arn=function_arn(mapping),
             mapping_id=mapping.mapping_name,
             metrics=self.metrics,
-            backoff=self._backoff(),
+            backoff=self.backoff(),
             log=structlog.get_logger("esm.destination").bind(mapping=mapping.mapping_name),
         )
 
-    def _backoff(self) -> Backoff:
+    def backoff(self) -> Backoff:
         delivery = self.config.delivery
         return Backoff(
             initial=delivery.backoff_initial_seconds, maximum=delivery.backoff_max_seconds
         )
 
-    async def _backend(
+    async def open_backend(
         self,
         name: str,
         region: str,
@@ -705,7 +705,7 @@ class Daemon:
             region=region,
             aws_client=clients.get,
             metrics=self.metrics,
-            backend=lambda other: self._backend(other, region, backends, clients),
+            backend=lambda other: self.open_backend(other, region, backends, clients),
         )
         backend = await registry.build_backend(context, self.config.functions[name])
         if isinstance(backend, registry.StartableBackend):
@@ -714,13 +714,13 @@ class Daemon:
         backends[name] = backend
         return backend
 
-    def _limit(self, name: str, backend: FunctionBackend) -> FunctionBackend:
+    def limited(self, name: str, backend: FunctionBackend) -> FunctionBackend:
         limit = self.config.functions[name].max_concurrency
         if limit is None:
             return backend
         return ConcurrencyLimitedBackend(backend, limit, function=name, metrics=self.metrics)
 
-    def _deliverer(self, mapping: MappingConfig, backend: FunctionBackend) -> Deliverer:
+    def deliverer(self, mapping: MappingConfig, backend: FunctionBackend) -> Deliverer:
         function = self.config.functions[mapping.function_name]
         return Deliverer(
             backend,
@@ -732,7 +732,7 @@ class Daemon:
             ),
             mapping.mapping_name,
             self.metrics,
-            backoff=self._backoff(),
+            backoff=self.backoff(),
             log=structlog.get_logger("esm.delivery").bind(mapping=mapping.mapping_name),
             policy=RetryPolicy(
                 maximum_retry_attempts=mapping.MaximumRetryAttempts,
@@ -754,7 +754,7 @@ class Daemon:
         self, mapping: MappingConfig, source: registry.QueueSource, backend: FunctionBackend
     ) -> QueueEngine:
         sqs = self.config.sqs
-        backoff = self._backoff()
+        backoff = self.backoff()
         reader = source.open_reader()
         scaling = mapping.ScalingConfig
         settings = QueueSettings(
@@ -782,7 +782,7 @@ class Daemon:
             backlog_interval=sqs.backlog_sample_seconds,
             backoff=backoff,
         )
-        deliverer = self._deliverer(mapping, backend)
+        deliverer = self.deliverer(mapping, backend)
         engine = QueueEngine(reader, settings, deliverer, self.metrics)
         deliverer.breaker = self._breaker(mapping, engine.gate)
         return engine
@@ -816,7 +816,7 @@ class Daemon:
             tumbling_window_seconds=mapping.TumblingWindowInSeconds,
             record_filter=record_filter(mapping, self.metrics),
         )
-        deliverer = replace(self._deliverer(mapping, backend), discard=discard)
+        deliverer = replace(self.deliverer(mapping, backend), discard=discard)
         ownership = None
         if isinstance(store, LeasingStore):
             # Several esm processes share the stream: leases decide which shards are read here.

@@ -4,37 +4,16 @@ where the next `esm run` starts from them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 
 from esm import registry
-from esm.aws.clients import ClientPool, open_client
 from esm.checkpoints.plugins import DynamoDBStateConfig
-from esm.config import EsmConfig, MappingConfig
-from esm.daemon import identity_arn
-from esm.engine.retry import Backoff
+from esm.config import EsmConfig
 from esm.engine.seek import SeekError, plan_seek
 from esm.metrics import Metrics
 from esm.model import StartPosition
+from esm.standalone import client_pool, find_mapping, open_stream_source
 
-__all__ = ["find_mapping", "seek_stopped"]
-
-
-def _closing(
-    stack: contextlib.AsyncExitStack,
-) -> Callable[[Callable[[], Awaitable[None]]], None]:
-    def on_close(close: Callable[[], Awaitable[None]]) -> None:
-        stack.push_async_callback(close)
-
-    return on_close
-
-
-def find_mapping(config: EsmConfig, name_or_id: str) -> MappingConfig:
-    """The mapping named `name_or_id` (or with that UUID). :raises SeekError: none."""
-    for mapping in config.mappings:
-        if name_or_id in (mapping.mapping_id, mapping.mapping_name):
-            return mapping
-    names = ", ".join(sorted(m.mapping_name for m in config.mappings)) or "none"
-    raise SeekError(f"no mapping {name_or_id} in the configuration (mappings: {names})")
+__all__ = ["seek_stopped"]
 
 
 async def seek_stopped(
@@ -48,7 +27,10 @@ async def seek_stopped(
     :raises SeekError: a queue mapping, a leased state, or a position the stream refuses.
     :raises EsmError: the stream or the state store cannot be reached.
     """
-    mapping = find_mapping(config, name_or_id)
+    try:
+        mapping = find_mapping(config, name_or_id)
+    except LookupError as missing:
+        raise SeekError(str(missing)) from None
     if mapping.source.engine != "stream":
         raise SeekError(
             f"mapping {mapping.mapping_name} reads a queue: a queue has no position to move"
@@ -60,25 +42,8 @@ async def seek_stopped(
         )
     metrics = Metrics()
     async with contextlib.AsyncExitStack() as stack:
-        clients = ClientPool(
-            lambda service, region: open_client(service, region, config.aws.endpoint_for(service)),
-            stack,
-        )
-        source = await registry.build_source(
-            registry.SourceContext(
-                mapping=mapping.mapping_name,
-                aws_client=clients.get,
-                metrics=metrics,
-                identity_arn=identity_arn(mapping),
-                poll_interval=config.polling.interval_seconds,
-                records_limit=config.polling.records_limit,
-                extend_visibility=config.sqs.extend_visibility,
-                retry_delay=Backoff(initial=0.5, maximum=5.0).delay,
-                on_close=_closing(stack),
-            ),
-            mapping.source,
-        )
-        assert isinstance(source, registry.StreamSource)
+        clients = client_pool(config, stack)
+        source = await open_stream_source(config, mapping, clients, stack, metrics)
         checkpoints = await plan_seek(source.api, target, shard)
         store = registry.build_checkpoint_store(
             config.state, registry.StoreContext(config.aws.region, clients.get, metrics)

@@ -139,3 +139,44 @@ def sqs_send_client(client: Any) -> SqsSendClient:
     clients carry no types: this is the one place that says it fits; the integration tests
     run it)."""
     return cast(SqsSendClient, client)
+
+
+# -- esm redrive's calls: failure records read back from a destination queue ----------------
+
+
+class ReceivedMessage(TypedDict):
+    MessageId: str
+    ReceiptHandle: str
+    Body: str
+
+
+class ReceiveInboxResult(TypedDict, total=False):
+    Messages: list[ReceivedMessage]
+
+
+class SqsInboxClient(Protocol):
+    """The SQS calls `esm redrive` makes on a queue of failure records."""
+
+    async def get_queue_url(
+        self, *, QueueName: str, QueueOwnerAWSAccountId: str = ...
+    ) -> GetQueueUrlResult: ...
+
+    async def receive_message(
+        self,
+        *,
+        QueueUrl: str,
+        MaxNumberOfMessages: int,
+        WaitTimeSeconds: int,
+        VisibilityTimeout: int,
+    ) -> ReceiveInboxResult: ...
+
+    async def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> object: ...
+
+    async def change_message_visibility(
+        self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int
+    ) -> object: ...
+
+
+def sqs_inbox_client(client: Any) -> SqsInboxClient:
+    """An aiobotocore "sqs" client as the typed client `esm redrive` uses."""
+    return cast(SqsInboxClient, client)

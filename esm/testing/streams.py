@@ -73,6 +73,9 @@ class FakeStream:
         if position.type is IteratorType.AFTER_SEQUENCE_NUMBER:
             assert position.sequence is not None
             return f"{shard_id}/{position.sequence}"
+        if position.type is IteratorType.AT_SEQUENCE_NUMBER:
+            assert position.sequence is not None
+            return f"{shard_id}/{int(position.sequence) - 1}"
         if position.type is IteratorType.LATEST:
             tip = shard.records[-1].sequence if shard.records else "0"
             return f"{shard_id}/{tip}"
