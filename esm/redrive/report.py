@@ -51,10 +51,13 @@ class ItemReport:
     def line(self) -> str:
         where = f" {self.mapping} {self.shard} {self.start}..{self.end}" if self.shard else ""
         text = f"{self.outcome.value:<13} {self.item}{where}"
+        details = []
         if self.outcome in (Outcome.REDRIVEN, Outcome.WOULD_REDRIVE, Outcome.FAILED_AGAIN):
-            text += f": {self.records} record(s)"
+            details.append(f"{self.records} record(s)")
         if self.expired_records:
-            text += f", {self.expired_records} expired from the stream"
+            details.append(f"{self.expired_records} expired from the stream")
+        if details:
+            text += ": " + ", ".join(details)
         if self.error:
             text += f" ({self.error})"
         return text
