@@ -398,7 +398,7 @@ class Daemon:
         checkpoint, and fresh readers start from them.
 
         :raises LookupError: no such enabled mapping.
-        :raises SeekError: a queue mapping, a leased one, or a position the stream refuses.
+        :raises SeekError: a queue mapping, or a position the stream refuses.
         """
         target = parse_target(to)
         mapping_id = self._mapping_id(name_or_id)
@@ -407,12 +407,24 @@ class Daemon:
         if not isinstance(runner, StreamEngine):
             raise SeekError(f"mapping {label} reads a queue: a queue has no position to move")
         store = runner.store
-        if isinstance(store, LeasingStore):
-            raise SeekError(
-                f"mapping {label}: seek needs state.backend sqlite or memory; with leases "
-                "(state.backend dynamodb) positions are the lease table's"
-            )
         checkpoints = await plan_seek(runner.api, target, shard)
+        if isinstance(store, LeasingStore):
+            # Every replica's lease manager, this one's too, stops the moved shards' readers
+            # on its next pass; whoever takes a lease next reads from the new position.
+            mapping = next(m for m in self.config.mappings if m.mapping_id == mapping_id)
+            await store.seek(mapping_id, checkpoints, lease_table=mapping.kcl_lease_table)
+            log.info(
+                "mapping moved in its leases",
+                mapping=label,
+                to=describe_target(target),
+                shards=len(checkpoints),
+            )
+            return {
+                "mapping": label,
+                "to": describe_target(target),
+                "shards": sorted(checkpoints),
+                "leases": True,
+            }
 
         async def write() -> None:
             for partition, checkpoint in sorted(checkpoints.items()):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 
 from esm import registry
-from esm.checkpoints.plugins import DynamoDBStateConfig
 from esm.config import EsmConfig
 from esm.engine.seek import SeekError, plan_seek
+from esm.leases.store import LeasingStore
 from esm.metrics import Metrics
 from esm.model import StartPosition
 from esm.standalone import client_pool, find_mapping, open_stream_source
@@ -24,7 +24,7 @@ async def seek_stopped(
     Nothing may be running on the same state: a running esm would write its own
     checkpoints over these (the command asks a running esm through its admin API).
 
-    :raises SeekError: a queue mapping, a leased state, or a position the stream refuses.
+    :raises SeekError: a queue mapping, or a position the stream refuses.
     :raises EsmError: the stream or the state store cannot be reached.
     """
     try:
@@ -35,11 +35,6 @@ async def seek_stopped(
         raise SeekError(
             f"mapping {mapping.mapping_name} reads a queue: a queue has no position to move"
         )
-    if isinstance(config.state, DynamoDBStateConfig):
-        raise SeekError(
-            f"mapping {mapping.mapping_name}: seek needs state.backend sqlite or memory; with "
-            "leases (state.backend dynamodb) positions are the lease table's"
-        )
     metrics = Metrics()
     async with contextlib.AsyncExitStack() as stack:
         clients = client_pool(config, stack)
@@ -49,8 +44,15 @@ async def seek_stopped(
             config.state, registry.StoreContext(config.aws.region, clients.get, metrics)
         )
         try:
-            for partition, checkpoint in sorted(checkpoints.items()):
-                await store.save(mapping.mapping_id, partition, checkpoint)
+            if isinstance(store, LeasingStore):
+                # The leases are set free at the new position: replicas still running stop
+                # those shards' readers and the next taker starts there.
+                await store.seek(
+                    mapping.mapping_id, checkpoints, lease_table=mapping.kcl_lease_table
+                )
+            else:
+                for partition, checkpoint in sorted(checkpoints.items()):
+                    await store.save(mapping.mapping_id, partition, checkpoint)
         finally:
             await store.aclose()
     return sorted(checkpoints)

@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,6 +24,7 @@ from esm.leases.heartbeat import Heartbeat
 from esm.leases.liveness import Liveness
 from esm.leases.manager import LeaseManager, LeaseSettings
 from esm.leases.metrics import LeaseMetrics
+from esm.leases.seek import seek_leases
 from esm.model import Checkpoint
 
 if TYPE_CHECKING:
@@ -83,11 +84,14 @@ class DynamoDBLeaseStore:
         with anyio.CancelScope(shield=True), anyio.move_on_after(_FORGET_SECONDS):
             await heart.stop()
 
-    def _table(self, name: str, prefix: str = "") -> DynamoDBLeaseTable:
-        if self._client is None:
+    def _table(
+        self, name: str, prefix: str = "", client: DynamoDBClient | None = None
+    ) -> DynamoDBLeaseTable:
+        client = client or self._client
+        if client is None:
             raise RuntimeError("the lease table needs leasing() entered first")
         return DynamoDBLeaseTable(
-            self._client,
+            client,
             name,
             prefix=prefix,
             # A call slower than a lease duration could not keep a lease alive anyway.
@@ -98,6 +102,31 @@ class DynamoDBLeaseStore:
     async def check_lease_table(self, table: str) -> None:
         client = dynamodb_client(await self.context.aws_client("dynamodb", self.region))
         await ensure_table(client, table, create=False)
+
+    def _mapping_table(
+        self, mapping_id: str, lease_table: str | None, client: DynamoDBClient | None = None
+    ) -> DynamoDBLeaseTable:
+        if lease_table is None:
+            # Leases keep the mapping's id; metrics and logs its name.
+            return self._table(self.settings.table, prefix=f"{mapping_id}:", client=client)
+        # A KCL application's table: its leases are keyed by the shard id alone.
+        return self._table(lease_table, client=client)
+
+    async def seek(
+        self,
+        mapping_id: str,
+        checkpoints: Mapping[str, Checkpoint],
+        *,
+        lease_table: str | None = None,
+    ) -> None:
+        # Also from a command on its own (esm seek on a stopped esm): no heartbeat needed.
+        client = self._client or dynamodb_client(
+            await self.context.aws_client("dynamodb", self.region)
+        )
+        if self._client is None:
+            create = self.settings.create_table and lease_table is None
+            await ensure_table(client, lease_table or self.settings.table, create=create)
+        await seek_leases(self._mapping_table(mapping_id, lease_table, client), checkpoints)
 
     def lease_manager(
         self,
@@ -112,12 +141,7 @@ class DynamoDBLeaseStore:
         if self._client is None or self.heart is None:
             raise RuntimeError("lease_manager() needs leasing() entered first")
         duration = self.settings.lease_duration_seconds
-        if lease_table is None:
-            # Leases keep the mapping's id; metrics and logs its name.
-            table = self._table(self.settings.table, prefix=f"{mapping_id}:")
-        else:
-            # A KCL application's table: its leases are keyed by the shard id alone.
-            table = self._table(lease_table)
+        table = self._mapping_table(mapping_id, lease_table)
         manager = LeaseManager(
             table,
             LeaseSettings(

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from esm.errors import SourceError
 from esm.model import Checkpoint, IteratorType, ShardInfo, StartPosition
+from esm.positions import decode_position, encode_position
 from esm.protocols import StreamAPI
 
 __all__ = [
@@ -90,32 +91,6 @@ def describe_target(position: StartPosition) -> str:
     if position.sequence is not None:
         return f"{position.type.value}={position.sequence}"
     return position.type.value
-
-
-def encode_position(position: StartPosition) -> str:
-    """The checkpoint text of a seek position."""
-    if position.type is IteratorType.AT_TIMESTAMP:
-        return f"AT_TIMESTAMP:{position.timestamp!r}"
-    if position.type is IteratorType.AT_SEQUENCE_NUMBER:
-        return f"AT_SEQUENCE_NUMBER:{position.sequence}"
-    return str(position.type.value)
-
-
-def decode_position(stored: str | None) -> StartPosition | None:
-    """The seek position a checkpoint holds; None for a sequence number (or nothing)."""
-    if stored is None or stored.isdigit():
-        return None
-    kind, _, value = stored.partition(":")
-    if kind in ("TRIM_HORIZON", "LATEST") and not value:
-        return StartPosition(IteratorType(kind))
-    if kind == "AT_TIMESTAMP":
-        try:
-            return StartPosition(IteratorType.AT_TIMESTAMP, timestamp=float(value))
-        except ValueError:
-            return None
-    if kind == "AT_SEQUENCE_NUMBER" and value.isdigit():
-        return StartPosition(IteratorType.AT_SEQUENCE_NUMBER, sequence=value)
-    return None
 
 
 def seek_checkpoints(

@@ -72,6 +72,10 @@ def _strings(item: Item, name: str) -> frozenset[str]:
     return frozenset(item.get(name, {}).get("SS", ()))
 
 
+# esm's own attribute: a seek's position that KCL's checkpoint cannot say (Lease.start).
+_START = "esmStartingPosition"
+
+
 def item_of(lease: Lease, key: str) -> Item:
     """The whole item of a new lease under `key` (absent attributes stay absent: DynamoDB
     has no empty sets, and KCL writes no owner for a free lease)."""
@@ -90,6 +94,8 @@ def item_of(lease: Lease, key: str) -> Item:
         item["parentShardId"] = {"SS": sorted(lease.parents)}
     if lease.children:
         item["childShardIds"] = {"SS": sorted(lease.children)}
+    if lease.start is not None:
+        item[_START] = _s(lease.start)
     return item
 
 
@@ -109,6 +115,7 @@ def lease_of(item: Item, prefix: str = "") -> Lease | None:
         children=_strings(item, "childShardIds"),
         owner_switches=_number(item, "ownerSwitchesSinceCheckpoint"),
         checkpoint_owner=_text(item, "checkpointOwner"),
+        start=_text(item, _START),
     )
 
 
@@ -138,6 +145,11 @@ def _update_of(expected: Lease, new: Lease) -> tuple[str, str, dict[str, Attribu
     else:
         sets.append("checkpointOwner = :checkpoint_owner")
         values[":checkpoint_owner"] = _s(new.checkpoint_owner)
+    if new.start is None:
+        removes.append(_START)
+    else:
+        sets.append(f"{_START} = :start")
+        values[":start"] = _s(new.start)
     if new.children and new.children != expected.children:
         sets.append("childShardIds = :children")
         values[":children"] = {"SS": sorted(new.children)}

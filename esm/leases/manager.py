@@ -199,11 +199,11 @@ class LeaseManager:
         for shard_id in list(self._held):
             self._lose(shards, shard_id)
 
-    def _lose(self, shards: LeasedShards, shard_id: str) -> None:
+    def _lose(self, shards: LeasedShards, shard_id: str, *, lost: bool = True) -> None:
         held = self._held.pop(shard_id, None)
         if held is not None and held.running:
             shards.lose(shard_id)
-        if self.events is not None:
+        if lost and self.events is not None:
             self.events.lost(shard_id)
 
     async def _check_mine(
@@ -248,8 +248,17 @@ class LeaseManager:
                 else:
                     await self._let_go(shard_id, held)
                 continue
-            self.log.warning("lease lost", shard=shard_id, owner=lease.owner)
-            self._lose(shards, shard_id)
+            self._no_longer_mine(shards, shard_id, lease)
+
+    def _no_longer_mine(self, shards: LeasedShards, shard_id: str, lease: Lease) -> None:
+        if lease.owner is None:
+            # Set free under this worker by a seek (esm.leases.seek): stop reading; the next
+            # taker, maybe this worker, starts at the new position.
+            self.log.info("lease moved by a seek: reading again from it", shard=shard_id)
+            self._lose(shards, shard_id, lost=False)
+            return
+        self.log.warning("lease lost", shard=shard_id, owner=lease.owner)
+        self._lose(shards, shard_id)
 
     async def _after_reader(self, shard_id: str, held: _Held, stopping: bool) -> None:
         """The reader of a held lease ended: finished, handed over, or stopping."""
@@ -421,8 +430,13 @@ class LeaseManager:
                         held.handing_over = True
                         shards.release(shard_id, self.settings.grace)
                     continue
-                self.log.warning("lease lost at checkpoint", shard=shard_id)
-                self._lose(shards, shard_id)
+                if fresh is not None and fresh.owner is None:
+                    # A seek set it free: the batch must not checkpoint over the new position.
+                    self.log.info("lease moved by a seek before its checkpoint", shard=shard_id)
+                    self._lose(shards, shard_id, lost=False)
+                else:
+                    self.log.warning("lease lost at checkpoint", shard=shard_id)
+                    self._lose(shards, shard_id)
                 raise LeaseLost(f"shard {shard_id}: the lease belongs to another worker") from None
             held.lease = new
             return

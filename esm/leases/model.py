@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from esm.model import Checkpoint, IteratorType, StartPosition
+from esm.positions import decode_position
 
 __all__ = [
     "AT_TIMESTAMP",
@@ -57,6 +58,10 @@ class Lease:
     checkpoint_owner: str | None = None
     """During a handoff, the previous owner, which may still write its final checkpoint
     (`checkpointOwner`, KCL 3's graceful handoff); None otherwise."""
+    start: str | None = None
+    """Where a seek (`esm seek`) put the shard, when `checkpoint` cannot say it exactly:
+    `AT_TIMESTAMP:<epoch seconds>` or `AT_SEQUENCE_NUMBER:<sequence>` (esm's own attribute
+    `esmStartingPosition`; KCL ignores it). The next checkpoint clears it."""
 
     @property
     def finished(self) -> bool:
@@ -96,6 +101,24 @@ class Lease:
             counter=self.counter + 1,
             owner_switches=0,
             children=children or self.children,
+            start=None,
+        )
+
+    def sought(self, position: str | None, *, finished: bool = False) -> Lease:
+        """This lease after a seek to `position` (a seek's checkpoint text: a sentinel,
+        `AT_TIMESTAMP:<epoch>` or `AT_SEQUENCE_NUMBER:<sequence>`; `finished` for a closed
+        shard at LATEST): free, so that its owner stops reading it (fenced: it can never
+        checkpoint over the seek) and the next taker starts there."""
+        checkpoint, start = _lease_position(position, finished)
+        return replace(
+            self,
+            owner=None,
+            checkpoint_owner=None,
+            counter=self.counter + 1,
+            checkpoint=checkpoint,
+            sub_sequence=0,
+            owner_switches=0,
+            start=start,
         )
 
     def released(self) -> Lease:
@@ -103,6 +126,21 @@ class Lease:
         if self.checkpoint_owner is not None:
             return replace(self, checkpoint_owner=None, counter=self.counter + 1)
         return replace(self, owner=None, counter=self.counter + 1)
+
+
+def _lease_position(position: str | None, finished: bool) -> tuple[str, str | None]:
+    """The `checkpoint` (KCL's nearest meaning) and esm's `start` of a seek position."""
+    if finished:
+        return SHARD_END, None
+    if position is None or position in (TRIM_HORIZON, LATEST):
+        return position or TRIM_HORIZON, None
+    kind, _, value = position.partition(":")
+    if kind == AT_TIMESTAMP:
+        return AT_TIMESTAMP, position
+    if kind == "AT_SEQUENCE_NUMBER" and value.isdigit():
+        # KCL reads on after its checkpoint: the record itself is esm's to read again.
+        return value, position
+    raise ValueError(f"{position!r} is not a seek position")
 
 
 def checkpoint_of(lease: Lease) -> Checkpoint | None:
@@ -119,6 +157,8 @@ def start_of(lease: Lease, at_timestamp: float | None) -> StartPosition | None:
     position sentinel; None for a finished shard."""
     if lease.checkpoint == SHARD_END:
         return None
+    if lease.start is not None and (sought := decode_position(lease.start)) is not None:
+        return sought
     if lease.checkpoint == TRIM_HORIZON:
         return StartPosition(IteratorType.TRIM_HORIZON)
     if lease.checkpoint == LATEST:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from esm.leases.manager import LeaseManager
+from esm.model import Checkpoint
 
 __all__ = ["LeasingStore"]
 
@@ -36,3 +38,17 @@ class LeasingStore(Protocol):
         grace: float | None,
         lease_table: str | None = None,
     ) -> LeaseManager: ...
+
+    async def seek(
+        self,
+        mapping_id: str,
+        checkpoints: Mapping[str, Checkpoint],
+        *,
+        lease_table: str | None = None,
+    ) -> None:
+        """Move the mapping's shards to a seek's `checkpoints` in their leases, setting them
+        free (`esm.leases.seek`); works whether replicas run or not.
+
+        :raises esm.errors.CheckpointError: the table did not answer.
+        """
+        ...

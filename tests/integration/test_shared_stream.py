@@ -237,3 +237,80 @@ mappings:
     missing = ["copy-checkpoints", "-c", str(config_path), "--from", str(tmp_path / "nope.db")]
     assert await anyio.to_thread.run_sync(main, missing) == 1
     assert "no such state file" in capsys.readouterr().err
+
+
+async def test_a_seek_moves_every_replica_through_the_leases(
+    moto_endpoint: str, kinesis: Any, dynamodb: Any, stream_name: str
+) -> None:
+    arn = await create_stream(kinesis, stream_name, 2)
+    table = f"leases-{uuid.uuid4().hex[:8]}"
+    first = Replica(shared_config(moto_endpoint, arn, table, "worker-a"))
+    second = Replica(shared_config(moto_endpoint, arn, table, "worker-b"))
+    label = first.daemon.config.mappings[0].mapping_name
+    written = await put_records(kinesis, stream_name, 30, prefix="one-")
+
+    def delivered() -> Counter[bytes]:
+        return Counter(first.data() + second.data())
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        await tg.start(second.run)
+        await wait_for(lambda: len(first.shards()) == 1 and len(second.shards()) == 1)
+        await wait_for(lambda: delivered() == Counter(written))
+
+        # Asked of one replica, the seek moves the other's shard too: both read again.
+        answer = await first.daemon.seek(label, "TRIM_HORIZON")
+        assert answer["leases"] is True
+        assert len(answer["shards"]) == 2
+        await wait_for(lambda: delivered() == Counter(written * 2))
+        more = await put_records(kinesis, stream_name, 10, prefix="two-")
+        await wait_for(lambda: delivered() == Counter(written * 2 + more))
+        first.daemon.request_stop()
+        second.daemon.request_stop()
+
+    # Moved leases were set free, not lost: no lease-lost alert for an operator's seek.
+    lost = first.metric("esm_leases_lost_total", mapping=label) + second.metric(
+        "esm_leases_lost_total", mapping=label
+    )
+    assert lost == 0
+    items = await lease_items(dynamodb, table)
+    leases = [item for key, item in items.items() if key != "esm-workers"]
+    assert all(item["checkpoint"]["S"].isdigit() for item in leases)
+    assert all("esmStartingPosition" not in item for item in leases)
+
+
+async def test_a_stopped_leased_mapping_is_moved_in_its_lease_table(
+    moto_endpoint: str, kinesis: Any, dynamodb: Any, stream_name: str, tmp_path: Any
+) -> None:
+    from esm.engine.seek import parse_target
+    from esm.offline_seek import seek_stopped
+
+    arn = await create_stream(kinesis, stream_name, 1)
+    table = f"leases-{uuid.uuid4().hex[:8]}"
+    config = shared_config(moto_endpoint, arn, table, "worker-a")
+    written = await put_records(kinesis, stream_name, 12, prefix="one-")
+    replica = Replica(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(replica.run)
+        await wait_for(lambda: replica.data() == written)
+        replica.daemon.request_stop()
+    sequences = [r["kinesis"]["sequenceNumber"] for r in replica.backend.delivered_records()]
+    shard = replica.backend.delivered_records()[0]["eventID"].split(":")[0]
+    mapping_id = config.mappings[0].mapping_id
+
+    target = parse_target(f"AT_SEQUENCE_NUMBER={sequences[4]}")
+    assert await seek_stopped(config, "fn-" + stream_name, target, shard) == [shard]
+
+    item = (await lease_items(dynamodb, table))[f"{mapping_id}:{shard}"]
+    # KCL's nearest meaning in `checkpoint`, esm's exact one beside it; the lease is free.
+    assert item["checkpoint"] == {"S": sequences[4]}
+    assert item["esmStartingPosition"] == {"S": f"AT_SEQUENCE_NUMBER:{sequences[4]}"}
+    assert "leaseOwner" not in item
+    again = Replica(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(again.run)
+        await wait_for(lambda: again.data() == written[4:])
+        again.daemon.request_stop()
+    item = (await lease_items(dynamodb, table))[f"{mapping_id}:{shard}"]
+    assert item["checkpoint"] == {"S": sequences[-1]}
+    assert "esmStartingPosition" not in item

@@ -263,3 +263,54 @@ async def test_a_kcl_worker_without_heartbeat_is_judged_by_its_lease_counter() -
     assert a.reading == {"shardId-000000000000"}
     start = a.shards.readers["shardId-000000000000"]
     assert start.sequence == "49590338271490256608559692538361571095921575989136588898"
+
+
+async def test_a_seek_frees_the_lease_fences_its_reader_and_the_next_taker_starts_there() -> None:
+    from esm.leases.seek import seek_leases
+
+    world = World(_shards(2))
+    a = world.add("a")
+    await world.round()
+    await world.deliver(a, "shard-000", "17")
+    await world.deliver(a, "shard-001", "20")
+    await seek_leases(
+        world.store.table(),
+        {
+            "shard-000": Checkpoint("AT_SEQUENCE_NUMBER:12"),
+            "shard-001": Checkpoint("AT_TIMESTAMP:1700000000.5"),
+        },
+    )
+    moved = world.store.leases["shard-000"]
+    assert (moved.owner, moved.checkpoint, moved.start) == (None, "12", "AT_SEQUENCE_NUMBER:12")
+    assert world.store.leases["shard-001"].checkpoint == "AT_TIMESTAMP"
+    # The reader still delivering at the old position cannot checkpoint over the seek.
+    with pytest.raises(LeaseLost):
+        await world.checkpoint(a, "shard-000", Checkpoint("18"))
+    assert world.store.leases["shard-000"].checkpoint == "12"
+    await world.round()
+    await world.round()
+    assert a.shards.readers == {
+        "shard-000": StartPosition(IteratorType.AT_SEQUENCE_NUMBER, sequence="12"),
+        "shard-001": StartPosition(IteratorType.AT_TIMESTAMP, timestamp=1700000000.5),
+    }
+    # Its first checkpoint after the seek replaces the position.
+    await world.deliver(a, "shard-000", "12")
+    assert (world.store.leases["shard-000"].checkpoint, world.store.leases["shard-000"].start) == (
+        "12",
+        None,
+    )
+
+
+async def test_a_seek_creates_missing_leases_and_marks_closed_shards_at_latest_finished() -> None:
+    from esm.leases.seek import seek_leases
+
+    store = FakeLeaseStore()
+    await seek_leases(
+        store.table(),
+        {"shard-000": Checkpoint("LATEST"), "shard-001": Checkpoint(None, finished=True)},
+    )
+    assert (store.leases["shard-000"].checkpoint, store.leases["shard-000"].start) == (
+        LATEST,
+        None,
+    )
+    assert store.leases["shard-001"].checkpoint == SHARD_END
