@@ -47,6 +47,9 @@ class Batch:
 
     partition: str
     records: Sequence[Record]
+    waited: float = 0.0
+    """Seconds from when its first record was read until the batch was cut (its trace span
+    starts at the read)."""
 
     @property
     def first(self) -> Record:

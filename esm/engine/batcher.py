@@ -37,6 +37,7 @@ class Batcher:
         self._pending_bytes = 0
         self._window_opened = 0.0
         self._last_invoke_end = 0.0
+        self._first_added = 0.0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -45,8 +46,14 @@ class Batcher:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
+    def waited(self) -> float:
+        """Seconds since the oldest pending records were read (records left over by a cut
+        were read with them, in one page); 0 when none is pending."""
+        return self.clock() - self._first_added if self._pending else 0.0
+
     def add(self, records: Iterable[Record]) -> None:
         if not self._pending:
+            self._first_added = self.clock()
             # The window opens when records are waiting, but not before the previous
             # invocation completed (Lambda starts the next window only then).
             self._window_opened = max(self.clock(), self._last_invoke_end)

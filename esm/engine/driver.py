@@ -195,7 +195,7 @@ class Deliverer:
         unacceptable answer into a function error. The decisions are the policy's
         (`esm.engine.policy`); this driver carries them out.
         """
-        span = self.tracer.start_batch(batch.partition, batch.records)
+        span = self.tracer.start_batch(batch.partition, batch.records, batch.waited)
         part = _Part(interrupt, in_flight, on_settled, on_result, event_fields, check_answer, span)
         # Cancelled (the grace period ran out) counts as abandoned too.
         outcome = DeliveryOutcome.ABANDONED

@@ -150,7 +150,8 @@ class Lane:
         """Deliver the next batch; False when shutdown came first."""
         window = self.window
         if window is None:
-            batch = Batch(self.partition, self.batcher.take())
+            waited = self.batcher.waited()  # before the cut empties the batcher
+            batch = Batch(self.partition, self.batcher.take(), waited)
             outcome = await self._deliver(self.lane, batch, None)
         else:
             start = window_start(self.batcher.first().arrival, window.length)
@@ -160,7 +161,8 @@ class Lane:
                 return False
             if window.start is None:
                 window.open(start)
-            batch = Batch(self.partition, self.batcher.take(until_arrival=window.end))
+            waited = self.batcher.waited()
+            batch = Batch(self.partition, self.batcher.take(until_arrival=window.end), waited)
             outcome = await self._deliver(self.lane, batch, window)
             if outcome is DeliveryOutcome.DELIVERED and window.terminated_early:
                 # The state outgrew its limit: end the window early, then go on in the same

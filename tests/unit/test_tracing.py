@@ -430,3 +430,33 @@ def test_shutdown_flushes_within_its_bound_and_never_raises(
     tracing = OtelTracing.from_settings(TracingSettings(exporter="console"))
     tracing.shutdown(5)
     tracing.shutdown(5)  # twice is harmless
+
+
+async def test_a_stream_batch_span_starts_when_its_first_record_was_read(
+    recorded: RecordedSpans,
+) -> None:
+    from esm.engine.batcher import Batcher, BatchLimits
+
+    now = [100.0]
+    batcher = Batcher(BatchLimits(batch_size=2, window_seconds=5), clock=lambda: now[0])
+    batcher.add(_records(3))
+    now[0] = 104.0
+    assert batcher.waited() == 4.0
+    waited = batcher.waited()
+    records = batcher.take()
+    # The record left over was read with the others: it has waited as long.
+    assert batcher.waited() == 4.0
+    batcher.take()
+    assert batcher.waited() == 0.0
+
+    batch = Batch(SHARD, records, waited)
+    in_flight = InFlight(batch.first.sequence, batch.last.sequence, 2, 0.0)
+    await _deliverer(RecordingBackend(), recorded).deliver(
+        batch, interrupt=Interruptible(), in_flight=in_flight
+    )
+    [span] = recorded.batches()
+    [attempt] = recorded.attempts(span)
+    assert span.start_time is not None
+    assert attempt.start_time is not None
+    # Four seconds of reading and batching window before the first invocation.
+    assert attempt.start_time - span.start_time >= 4 * 10**9
