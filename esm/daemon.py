@@ -238,7 +238,7 @@ class Daemon:
             async with contextlib.AsyncExitStack() as stack:
                 # First opened, last closed: every span has ended when it is flushed.
                 self.tracing = await stack.enter_async_context(self._open_tracing())
-                clients = ClientPool(self._client_opener, stack)
+                clients = ClientPool(self._client_opener, stack, self.metrics.aws_call)
                 store = await stack.enter_async_context(self._open_store(clients))
                 if isinstance(store, LeasingStore):
                     # Beats from before the first lease is taken until the last is let go.

@@ -293,11 +293,24 @@ class Metrics:
         )
         self.aws_calls = Counter(
             "esm_aws_calls",
-            "AWS calls esm made, by operation and outcome (ok, conflict: a conditional write "
-            "that found the item changed, throttled, error). So far the lease table's.",
-            ["operation", "outcome"],
+            "AWS calls esm made, by service, operation and outcome (ok; throttled; conflict: "
+            "a conditional write that found the item changed; error), each counted once "
+            "whatever the retries inside it.",
+            ["service", "operation", "outcome"],
             registry=r,
         )
+        self.aws_call_duration = Histogram(
+            "esm_aws_call_duration_seconds",
+            "How long AWS calls took, retries included, by service and operation.",
+            ["service", "operation"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+
+    def aws_call(self, service: str, operation: str, outcome: str, seconds: float) -> None:
+        """Count and time one AWS call (`esm.aws.call_metrics` tells of each)."""
+        self.aws_calls.labels(service, operation, outcome).inc()
+        self.aws_call_duration.labels(service, operation).observe(seconds)
 
     def describe_mappings(self, mappings: Iterable[MappingInfo]) -> None:
         """Export esm_mapping_info for each mapping of the configuration."""

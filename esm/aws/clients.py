@@ -10,6 +10,8 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from esm.aws.call_metrics import CallObserver, instrument_client
+
 __all__ = ["ClientOpener", "ClientPool", "open_client"]
 
 # Connections per AWS client: one per shard being read at once, with room to spare.
@@ -55,15 +57,26 @@ ClientOpener = Callable[[str, str], AbstractAsyncContextManager[Any]]
 
 
 class ClientPool:
-    """AWS clients opened on demand, one per service and region, closed with `stack`."""
+    """AWS clients opened on demand, one per service and region, closed with `stack`; with
+    `observe`, every call of every client is told to it (`esm.aws.call_metrics`)."""
 
-    def __init__(self, opener: ClientOpener, stack: contextlib.AsyncExitStack) -> None:
+    def __init__(
+        self,
+        opener: ClientOpener,
+        stack: contextlib.AsyncExitStack,
+        observe: CallObserver | None = None,
+    ) -> None:
         self._opener = opener
         self._stack = stack
+        self._observe = observe
         self._opened: dict[tuple[str, str], Any] = {}
 
     async def get(self, service: str, region: str) -> Any:
         key = (service, region)
         if key not in self._opened:
-            self._opened[key] = await self._stack.enter_async_context(self._opener(service, region))
+            client = await self._stack.enter_async_context(self._opener(service, region))
+            # Tests' fakes carry no botocore events: only real clients are counted.
+            if self._observe is not None and hasattr(getattr(client, "meta", None), "events"):
+                instrument_client(client, self._observe)
+            self._opened[key] = client
         return self._opened[key]

@@ -96,7 +96,6 @@ class DynamoDBLeaseStore:
             prefix=prefix,
             # A call slower than a lease duration could not keep a lease alive anyway.
             timeout=self.settings.lease_duration_seconds,
-            on_call=self.metrics.table_call,
         )
 
     async def check_lease_table(self, table: str) -> None:

@@ -11,14 +11,14 @@ so that liveness costs one small write per worker a second, whatever the number 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
 import anyio
 
 from esm.aws.dynamodb import AttributeValue, DynamoDBClient, Item, ScanInput, UpdateItemInput
 from esm.aws.errors import aws_call, error_code
-from esm.errors import CheckpointError, SettingError, SourceError, ThroughputExceeded
+from esm.errors import CheckpointError, SettingError, SourceError
 from esm.leases.model import Lease
 from esm.leases.table import LeaseConflict
 
@@ -39,9 +39,6 @@ _KEY: Final = "leaseKey"
 _CONFLICT: Final = "ConditionalCheckFailedException"
 # How long a table may take to become ACTIVE after CreateTable.
 _CREATE_WAIT_SECONDS: Final = 120.0
-
-CallCounter = Callable[[str, str], None]
-"""Counts a call: (operation, outcome), outcome one of ok, conflict, throttled, error."""
 
 
 class LeaseTableRefused(CheckpointError):
@@ -182,13 +179,11 @@ class DynamoDBLeaseTable:
         *,
         prefix: str = "",
         timeout: float = 5.0,
-        on_call: CallCounter | None = None,
     ) -> None:
         self.client = client
         self.table = table
         self.prefix = prefix
         self.timeout = timeout
-        self.on_call = on_call
 
     @property
     def name(self) -> str:
@@ -197,23 +192,15 @@ class DynamoDBLeaseTable:
     @contextlib.asynccontextmanager
     async def _call(self, operation: str) -> AsyncIterator[None]:
         """One DynamoDB call: translated into `CheckpointError`s (a failed condition into
-        `LeaseConflict`), bounded by the timeout, and counted."""
-        outcome = "error"
+        `LeaseConflict`) and bounded by the timeout (the client counts it, as every call)."""
         try:
             with aws_call(f"lease table {self.table}: {operation}"), anyio.fail_after(self.timeout):
                 yield
-            outcome = "ok"
         except SourceError as error:
             if error_code(error.__cause__) == _CONFLICT:
-                outcome = "conflict"
                 raise LeaseConflict(f"lease table {self.table}: the item changed") from error
-            if isinstance(error, ThroughputExceeded):
-                outcome = "throttled"
             kind = CheckpointError if error.retriable else LeaseTableRefused
             raise kind(str(error)) from error
-        finally:
-            if self.on_call is not None:
-                self.on_call(operation, outcome)
 
     def _key(self, shard_id: str) -> Item:
         return {_KEY: _s(self.prefix + shard_id)}

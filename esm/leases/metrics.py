@@ -35,8 +35,5 @@ class LeaseMetrics:
     def heartbeat_failed(self) -> None:
         self.metrics.lease_heartbeat_failures.labels(self.worker).inc()
 
-    def table_call(self, operation: str, outcome: str) -> None:
-        self.metrics.aws_calls.labels(operation, outcome).inc()
-
     def for_mapping(self, mapping: str) -> MappingLeaseMetrics:
         return MappingLeaseMetrics(self.metrics, mapping)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from esm.aws.call_metrics import instrument_client
 from esm.aws.dynamodb import dynamodb_client
 from esm.errors import SettingError
 from esm.leases.dynamodb import HEARTBEATS_KEY, DynamoDBLeaseTable, ensure_table
@@ -203,9 +204,10 @@ async def test_a_scan_sees_only_its_own_mapping_s_leases(dynamodb: Any, table_na
 
 async def test_every_worker_s_heartbeat_lives_in_one_item(dynamodb: Any, table_name: str) -> None:
     calls: list[tuple[str, str]] = []
-    beats = DynamoDBLeaseTable(
-        dynamodb_client(dynamodb), table_name, on_call=lambda *call: calls.append(call)
+    instrument_client(
+        dynamodb, lambda service, operation, outcome, seconds: calls.append((operation, outcome))
     )
+    beats = DynamoDBLeaseTable(dynamodb_client(dynamodb), table_name)
     assert await beats.beats() == {}
     await beats.beat("w1", 1)
     await beats.beat("w2", 1)
