@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/esm
 COPY pyproject.toml README.md ./
 COPY esm ./esm
-# Optional extras, e.g. --build-arg EXTRAS=tracing for OpenTelemetry traces. This project
+# Optional extras, e.g. --build-arg EXTRAS=tracing for OpenTelemetry traces, or
+# EXTRAS=tracing,kpl with KPL de-aggregation too. This project
 # itself is installed, not a package from an index: DL3013's pinning does not apply.
 ARG EXTRAS=""
 # hadolint ignore=DL3013

@@ -784,6 +784,9 @@ class MappingConfig(_Model):
     checkpoints this mapping continues from (state.backend dynamodb)."""
     circuit_breaker: CircuitBreakerConfig | None = None
     """esm's own key: this mapping's circuit breaker, in place of delivery.circuit_breaker."""
+    kpl_deaggregate: bool = False
+    """esm's own key (Lambda has none): split records the Kinesis Producer Library
+    aggregated into their user records, each its own event record (needs `esm[kpl]`)."""
 
     @field_validator("EventSourceArn")
     @classmethod
@@ -1027,6 +1030,22 @@ class MappingConfig(_Model):
                 f"{_show(value)} is not a DynamoDB table name: 3 to 255 letters, digits, "
                 "'_', '-' and '.'"
             )
+        return value
+
+    @field_validator("kpl_deaggregate")
+    @classmethod
+    def _check_kpl(cls, value: bool, info: ValidationInfo) -> bool:
+        source = _source_in(info)
+        if value and source is not None and source.record_form != "kinesis":
+            raise _fail(
+                f"applies only to Kinesis streams (KPL writes to Kinesis), not to "
+                f"{source.description}: remove it"
+            )
+        if value:
+            try:
+                import aws_kinesis_agg  # noqa: F401
+            except ImportError:
+                raise _fail("needs the aws-kinesis-agg package: pip install 'esm[kpl]'") from None
         return value
 
     # Resolved values the daemon uses.

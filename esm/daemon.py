@@ -667,6 +667,7 @@ class Daemon:
             extend_visibility=self.config.sqs.extend_visibility,
             retry_delay=self.backoff().delay,
             on_close=on_close,
+            kpl_deaggregate=mapping.kpl_deaggregate,
         )
         source = await registry.build_source(context, mapping.source)
         if mapping.kcl_lease_table is not None and isinstance(store, LeasingStore):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import orjson
 
 from esm.model import InvokeResult, Record, ResultKind
+from esm.positions import container_sequence
 
 
 def kinesis_entry(
@@ -199,8 +200,9 @@ def stream_failure_record(
     record["timestamp"] = iso_utc(now)
     record[_BATCH_INFO_KEY[source]] = {
         "shardId": shard_id,
-        "startSequenceNumber": records[0].sequence,
-        "endSequenceNumber": records[-1].sequence,
+        # A KPL user record's SEQUENCE:SUB is in its container, which the stream knows.
+        "startSequenceNumber": container_sequence(records[0].sequence),
+        "endSequenceNumber": container_sequence(records[-1].sequence),
         "approximateArrivalOfFirstRecord": iso_utc(records[0].arrival, millis=millis),
         "approximateArrivalOfLastRecord": iso_utc(records[-1].arrival, millis=millis),
         "batchSize": len(records),

@@ -116,6 +116,8 @@ class SourceContext:
     """The delay before retry N of a failed call (esm's backoff)."""
     on_close: Callable[[Callable[[], Awaitable[None]]], None]
     """Register a coroutine function to run when the mapping's resources are closed."""
+    kpl_deaggregate: bool = False
+    """The mapping's `kpl_deaggregate`: split KPL containers into their user records."""
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ async def open_stream_source(
             extend_visibility=config.sqs.extend_visibility,
             retry_delay=backoff.delay,
             on_close=_closing(stack),
+            kpl_deaggregate=mapping.kpl_deaggregate,
         ),
         mapping.source,
     )

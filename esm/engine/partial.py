@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from esm.model import Record
+from esm.positions import container_sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,12 @@ def _failed_indices(answer: Any, records: Sequence[Record]) -> ItemFailures | se
         return ALL_SUCCEEDED
     if not isinstance(failures, list):
         return _complete_failure("batchItemFailures is not a list")
-    index_of = {r.sequence: i for i, r in enumerate(records)}
+    index_of: dict[str, int] = {}
+    for i, r in enumerate(records):
+        index_of[r.sequence] = i
+        # A de-aggregated KPL user record (SEQUENCE:SUB) is named by its container's sequence
+        # number too, the one its event carries: the container's first user record here.
+        index_of.setdefault(container_sequence(r.sequence), i)
     failed: set[int] = set()
     for item in failures:
         identifier = item.get("itemIdentifier") if isinstance(item, dict) else None

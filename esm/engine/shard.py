@@ -41,6 +41,7 @@ from esm.model import (
     ShardInfo,
     StartPosition,
 )
+from esm.positions import container_sequence
 from esm.protocols import StreamAPI
 
 PageItem = RecordsPage | EndOfShard
@@ -62,7 +63,8 @@ class StreamContext:
 
 
 def _seq(value: str) -> int:
-    return int(value)
+    # A KPL user record's SEQUENCE:SUB is at its container's sequence number.
+    return int(container_sequence(value))
 
 
 def at_end(info: ShardInfo, page: RecordsPage, last_read: str | None) -> bool:

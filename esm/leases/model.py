@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from esm.model import Checkpoint, IteratorType, StartPosition
-from esm.positions import decode_position
+from esm.positions import decode_position, split_sub_sequence
 
 __all__ = [
     "AT_TIMESTAMP",
@@ -59,9 +59,10 @@ class Lease:
     """During a handoff, the previous owner, which may still write its final checkpoint
     (`checkpointOwner`, KCL 3's graceful handoff); None otherwise."""
     start: str | None = None
-    """Where a seek (`esm seek`) put the shard, when `checkpoint` cannot say it exactly:
-    `AT_TIMESTAMP:<epoch seconds>` or `AT_SEQUENCE_NUMBER:<sequence>` (esm's own attribute
-    `esmStartingPosition`; KCL ignores it). The next checkpoint clears it."""
+    """esm's exact position when `checkpoint` cannot say it (esm's own attribute
+    `esmStartingPosition`; KCL ignores it): where a seek put the shard
+    (`AT_TIMESTAMP:<epoch seconds>`, `AT_SEQUENCE_NUMBER:<sequence>`), which the next
+    checkpoint clears, or a checkpoint inside a KPL container (`SEQUENCE:SUB`)."""
 
     @property
     def finished(self) -> bool:
@@ -94,14 +95,18 @@ class Lease:
         )
 
     def checkpointed(self, checkpoint: str, children: frozenset[str] = frozenset()) -> Lease:
+        # Inside a KPL container (SEQUENCE:SUB): KCL's checkpoint and sub-sequence number,
+        # and esm's exact text beside them (a sub-sequence 0 alone would read as the whole
+        # record).
+        sequence, sub = split_sub_sequence(checkpoint)
         return replace(
             self,
-            checkpoint=checkpoint,
-            sub_sequence=0,
+            checkpoint=sequence,
+            sub_sequence=sub or 0,
             counter=self.counter + 1,
             owner_switches=0,
             children=children or self.children,
-            start=None,
+            start=checkpoint if sub is not None else None,
         )
 
     def sought(self, position: str | None, *, finished: bool = False) -> Lease:
@@ -157,8 +162,12 @@ def start_of(lease: Lease, at_timestamp: float | None) -> StartPosition | None:
     position sentinel; None for a finished shard."""
     if lease.checkpoint == SHARD_END:
         return None
-    if lease.start is not None and (sought := decode_position(lease.start)) is not None:
-        return sought
+    if lease.start is not None:
+        if (sought := decode_position(lease.start)) is not None:
+            return sought
+        if split_sub_sequence(lease.start)[1] is not None:
+            # Inside a KPL container: the source reads it again and skips what was settled.
+            return StartPosition(IteratorType.AFTER_SEQUENCE_NUMBER, lease.start)
     if lease.checkpoint == TRIM_HORIZON:
         return StartPosition(IteratorType.TRIM_HORIZON)
     if lease.checkpoint == LATEST:

@@ -16,9 +16,21 @@ from esm.errors import (
     TransientSourceError,
 )
 from esm.model import IteratorType, Record, RecordsPage, StartPosition
+from esm.positions import container_sequence
 from esm.protocols import StreamAPI
 
 __all__ = ["FetchedRange", "fetch_range"]
+
+
+def _position(record: Record) -> int:
+    """The record's Kinesis sequence number (a KPL user record's container's)."""
+    return int(container_sequence(record.sequence))
+
+
+def _whole(page: RecordsPage, last: Record) -> bool:
+    # Every user record of a container comes in one page: the page's last record ends it.
+    return page.records[-1] is last
+
 
 # Kinesis answers empty pages while an iterator catches up through sparse data; this many in
 # a row, or one at the tip of the shard, ends the search.
@@ -73,11 +85,12 @@ class _RangeReader:
             if isinstance(page, FetchedRange):
                 return page
             for record in page.records:
-                if record.order > self.last:
+                at = _position(record)
+                if at > self.last:
                     return self._done(found)
-                if record.order >= self.first:
+                if at >= self.first:
                     found.append(record)
-            if found and found[-1].order == self.last:
+            if found and _position(found[-1]) == self.last and _whole(page, found[-1]):
                 return self._done(found)
             if page.records:
                 empty = 0
@@ -122,6 +135,6 @@ class _RangeReader:
                 return FetchedRange(found, str(refused))
 
     def _done(self, found: list[Record]) -> FetchedRange:
-        if found and found[0].order == self.first:
+        if found and _position(found[0]) == self.first:
             return FetchedRange(found)
         return FetchedRange(found, "the batch's first record is no longer in the stream")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from esm.aws.errors import aws_call
 from esm.aws.kinesis import (
@@ -18,18 +18,51 @@ from esm.aws.kinesis import (
 from esm.aws.wire import WIRE_FORM
 from esm.events import create_record, kinesis_entry
 from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
+from esm.positions import split_sub_sequence
+from esm.sources.kpl import (
+    SUB_SEQUENCE_BITS,
+    NotAContainer,
+    UserRecord,
+    deaggregate,
+    user_order,
+    user_sequence,
+)
 
 # Re-exported: the daemon and the benchmarks enable the wire form from here.
-__all__ = ["KinesisClient", "KinesisRecordFactory", "KinesisStreamAPI", "enable_wire_records"]
+__all__ = [
+    "KinesisClient",
+    "KinesisRecordFactory",
+    "KinesisStreamAPI",
+    "enable_wire_records",
+    "resume_position",
+    "skip_delivered",
+]
+
+# base64 of a KPL container's magic prefix (F3 89 9A C2): its text always starts so.
+_CONTAINER_B64: Final = "84maw"
 
 
 class KinesisRecordFactory:
-    """Turns GetRecords records of one stream into `Record`s carrying their Lambda event entry."""
+    """Turns GetRecords records of one stream into `Record`s carrying their Lambda event entry;
+    with `deaggregate`, KPL containers into one `Record` per user record (`esm.sources.kpl`)."""
 
-    def __init__(self, *, stream_arn: str, region: str, identity_arn: str) -> None:
+    def __init__(
+        self,
+        *,
+        stream_arn: str,
+        region: str,
+        identity_arn: str,
+        deaggregate: bool = False,
+        on_broken: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.stream_arn = stream_arn
         self.region = region
         self.identity_arn = identity_arn
+        self.deaggregate = deaggregate
+        self.on_broken = on_broken
+        """Told of a container that does not parse (sequence, why): it is delivered whole."""
+        # De-aggregating, every record's order leaves room for a container's user records.
+        self._order_shift = SUB_SEQUENCE_BITS if deaggregate else 0
 
     def create(
         self, shard_id: str, sequence: str, partition_key: str, data_b64: str, arrival: float
@@ -45,7 +78,11 @@ class KinesisRecordFactory:
             identity_arn=self.identity_arn,
         )
         return create_record(
-            sequence=sequence, order=int(sequence), key=partition_key, arrival=arrival, entry=entry
+            sequence=sequence,
+            order=int(sequence) << self._order_shift,
+            key=partition_key,
+            arrival=arrival,
+            entry=entry,
         )
 
     def from_wire(self, shard_id: str, raw: Mapping[str, Any]) -> Record:
@@ -69,6 +106,99 @@ class KinesisRecordFactory:
             arrival.timestamp() if isinstance(arrival, datetime) else float(arrival or 0.0),
         )
 
+    def page(self, shard_id: str, raws: Iterable[Mapping[str, Any]], wire: bool) -> list[Record]:
+        """A page's records, in order; de-aggregated when the mapping asks for it."""
+        create = self.from_wire if wire else self.from_api
+        if not self.deaggregate:
+            return [create(shard_id, raw) for raw in raws]
+        raws = list(raws)
+        if wire and not any(raw["Data"].startswith(_CONTAINER_B64) for raw in raws):
+            # A page without a container (a producer that does not aggregate): as if off.
+            return [create(shard_id, raw) for raw in raws]
+        records: list[Record] = []
+        for raw in raws:
+            data = raw["Data"]
+            text = data if isinstance(data, str) else None
+            # A container's base64 always starts so: plain records pass at a prefix check.
+            if text is not None and not text.startswith(_CONTAINER_B64):
+                records.append(create(shard_id, raw))
+                continue
+            users = self._users(raw, base64.b64decode(text) if text is not None else data)
+            if users is None:
+                records.append(create(shard_id, raw))
+            else:
+                records.extend(self._user_records(shard_id, raw, users))
+        return records
+
+    def _users(self, raw: Mapping[str, Any], data: bytes) -> list[UserRecord] | None:
+        try:
+            return deaggregate(data)
+        except NotAContainer as broken:
+            if self.on_broken is not None:
+                self.on_broken(raw["SequenceNumber"], str(broken))
+            return None
+
+    def _user_records(
+        self, shard_id: str, raw: Mapping[str, Any], users: list[UserRecord]
+    ) -> list[Record]:
+        sequence = raw["SequenceNumber"]
+        stamp = raw.get("ApproximateArrivalTimestamp")
+        arrival = stamp.timestamp() if isinstance(stamp, datetime) else float(stamp or 0.0)
+        records = []
+        for user in users:
+            entry = kinesis_entry(
+                shard_id=shard_id,
+                sequence_number=sequence,
+                partition_key=user.partition_key,
+                data_b64=base64.b64encode(user.data).decode("ascii"),
+                arrival=arrival,
+                stream_arn=self.stream_arn,
+                region=self.region,
+                identity_arn=self.identity_arn,
+            )
+            # As the aws-kinesis-agg de-aggregator gives them to a function.
+            kinesis = entry["kinesis"]
+            kinesis["subSequenceNumber"] = user.sub_sequence
+            kinesis["aggregated"] = True
+            if user.explicit_hash_key is not None:
+                kinesis["explicitHashKey"] = user.explicit_hash_key
+            records.append(
+                create_record(
+                    sequence=user_sequence(sequence, user.sub_sequence),
+                    order=user_order(sequence, user.sub_sequence),
+                    key=user.partition_key,
+                    arrival=arrival,
+                    entry=entry,
+                )
+            )
+        return records
+
+
+def resume_position(position: StartPosition) -> tuple[StartPosition, tuple[str, int] | None]:
+    """Where to ask for an iterator, and which user records to skip on its first page: a
+    checkpoint inside a KPL container (`SEQUENCE:SUB`) reads the container again and skips
+    its user records up to SUB."""
+    if position.type is not IteratorType.AFTER_SEQUENCE_NUMBER or position.sequence is None:
+        return position, None
+    container, sub = split_sub_sequence(position.sequence)
+    if sub is None:
+        return position, None
+    return StartPosition(IteratorType.AT_SEQUENCE_NUMBER, container), (container, sub)
+
+
+def skip_delivered(records: list[Record], skip: tuple[str, int] | None) -> list[Record]:
+    """`records` without the user records of container `skip[0]` up to `skip[1]`."""
+    if skip is None:
+        return records
+    container, sub = skip
+    kept = []
+    for record in records:
+        record_container, record_sub = split_sub_sequence(record.sequence)
+        if record_container == container and (record_sub is None or record_sub <= sub):
+            continue
+        kept.append(record)
+    return kept
+
 
 class KinesisStreamAPI:
     """`StreamAPI` for one Kinesis stream, over an aiobotocore (or compatible) client."""
@@ -85,6 +215,8 @@ class KinesisStreamAPI:
         self.stream_name = stream_name
         self._stream_arn = stream_arn
         self.records = records
+        self._skips: dict[str, tuple[str, int]] = {}
+        """User records to skip on an iterator's first page (see `resume_position`)."""
 
     @property
     def stream_arn(self) -> str:
@@ -107,6 +239,7 @@ class KinesisStreamAPI:
                 return shards
 
     async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
+        position, skip = resume_position(position)
         request: GetShardIteratorInput = {
             "StreamName": self.stream_name,
             "ShardId": shard_id,
@@ -119,14 +252,21 @@ class KinesisStreamAPI:
             request["Timestamp"] = position.timestamp
         with aws_call("GetShardIterator"):
             answer = await self.client.get_shard_iterator(**request)
-        return answer["ShardIterator"]
+        iterator = answer["ShardIterator"]
+        if skip is not None:
+            self._skips[iterator] = skip
+        return iterator
 
     async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
         with aws_call("GetRecords"):
             answer = await self.client.get_records(ShardIterator=iterator, Limit=limit)
-        create = self.records.from_wire if answer.get(WIRE_FORM) else self.records.from_api
+        records = self.records.page(
+            shard_id, answer.get("Records", ()), bool(answer.get(WIRE_FORM))
+        )
+        if self._skips:
+            records = skip_delivered(records, self._skips.pop(iterator, None))
         return RecordsPage(
-            records=[create(shard_id, raw) for raw in answer.get("Records", ())],
+            records=records,
             next_iterator=answer.get("NextShardIterator"),
             millis_behind=answer.get("MillisBehindLatest"),
         )

@@ -12,7 +12,12 @@ from esm.aws.errors import aws_call
 from esm.aws.kinesis import KinesisFanOutClient, SubscribeToShardEvent
 from esm.errors import SourceError
 from esm.model import IteratorType, RecordsPage, ShardInfo, StartPosition
-from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
+from esm.sources.kinesis import (
+    KinesisRecordFactory,
+    KinesisStreamAPI,
+    resume_position,
+    skip_delivered,
+)
 from esm.sources.kinesis_subscription import Subscription, Wait, position_token, starting_position
 
 __all__ = [
@@ -87,6 +92,8 @@ class KinesisFanOutAPI:
         )
         self._subscriptions: dict[str, Subscription] = {}
         self._subscribed_at: dict[str, float] = {}
+        self._skips: dict[str, tuple[str, int]] = {}
+        """User records to skip on a subscription's first event (see `resume_position`)."""
         self.log = structlog.get_logger("esm.kinesis_efo").bind(consumer=consumer_arn)
 
     @property
@@ -107,7 +114,11 @@ class KinesisFanOutAPI:
 
     async def get_shard_iterator(self, shard_id: str, position: StartPosition) -> str:
         # SubscribeToShard takes the starting position itself: nothing to ask AWS yet.
-        return position_token(position)
+        position, skip = resume_position(position)
+        token = position_token(position)
+        if skip is not None:
+            self._skips[token] = skip
+        return token
 
     async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
         subscription = self._subscriptions.get(shard_id)
@@ -159,7 +170,10 @@ class KinesisFanOutAPI:
     def _accept(
         self, shard_id: str, subscription: Subscription, event: SubscribeToShardEvent, limit: int
     ) -> RecordsPage:
-        records = [self.records.from_api(shard_id, raw) for raw in event.get("Records") or ()]
+        records = self.records.page(shard_id, event.get("Records") or (), wire=False)
+        if self._skips:
+            # The subscription's first event: a checkpoint inside a KPL container.
+            records = skip_delivered(records, self._skips.pop(subscription.position, None))
         continuation = event.get("ContinuationSequenceNumber")
         if continuation is None:
             # The shard is closed and read to its end; the event names its ChildShards,

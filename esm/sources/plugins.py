@@ -10,6 +10,7 @@ imports none of them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from esm.settings import SourceSettings, show
@@ -159,6 +160,28 @@ class SqsSource(SourceSettings):
 # --------------------------------------------------------------------------- factories
 
 
+def _broken_container_log(context: SourceContext) -> Callable[[str, str], None]:
+    """Logs the first KPL container that does not parse; every one is delivered whole."""
+    import structlog
+
+    log = structlog.get_logger("esm.kpl").bind(mapping=context.mapping)
+    seen = False
+
+    def broken(sequence: str, why: str) -> None:
+        nonlocal seen
+        context.metrics.contained_errors.labels(context.mapping, "kpl").inc()
+        if not seen:
+            seen = True
+            log.error(
+                "a KPL container does not parse: delivered as one record (later ones are "
+                "only counted in esm_contained_errors_total)",
+                sequence=sequence,
+                error=why,
+            )
+
+    return broken
+
+
 async def open_kinesis(context: SourceContext, source: KinesisSource) -> StreamSource:
     """A Kinesis stream read with GetRecords, or with SubscribeToShard through a consumer."""
     from esm.aws.kinesis import enable_wire_records
@@ -168,7 +191,11 @@ async def open_kinesis(context: SourceContext, source: KinesisSource) -> StreamS
     client = await context.aws_client("kinesis", source.region)
     enable_wire_records(client)
     records = KinesisRecordFactory(
-        stream_arn=source.stream_arn, region=source.region, identity_arn=context.identity_arn
+        stream_arn=source.stream_arn,
+        region=source.region,
+        identity_arn=context.identity_arn,
+        deaggregate=context.kpl_deaggregate,
+        on_broken=_broken_container_log(context),
     )
     if source.consumer is not None:
         from esm.sources.kinesis_efo import FAN_OUT_POLL_INTERVAL_SECONDS, KinesisFanOutAPI

@@ -55,10 +55,16 @@ async def fan_out(
 
 
 def make_api(
-    client: FakeKinesisFanOutClient, consumer_arn: str, *, event_wait: float = 0.2
+    client: FakeKinesisFanOutClient,
+    consumer_arn: str,
+    *,
+    event_wait: float = 0.2,
+    deaggregate: bool = False,
 ) -> KinesisFanOutAPI:
     stream_arn, stream_name, _ = parse_consumer_arn(consumer_arn)
-    factory = KinesisRecordFactory(stream_arn=stream_arn, region=REGION, identity_arn=ROLE)
+    factory = KinesisRecordFactory(
+        stream_arn=stream_arn, region=REGION, identity_arn=ROLE, deaggregate=deaggregate
+    )
     # The fake is the typed client itself: mypy checks it against the service's shapes.
     typed: KinesisFanOutClient = client
     return KinesisFanOutAPI(
@@ -469,3 +475,37 @@ async def test_at_timestamp_subscribes_at_the_first_record_at_or_after_it() -> N
         f"r{n}".encode() for n in range(4, 10)
     ]
     assert client.subscriptions[0][1] == {"Type": "AT_TIMESTAMP", "Timestamp": 1_700_000_004.0}
+
+
+async def test_a_checkpoint_inside_a_kpl_aggregate_subscribes_at_it_and_skips_the_settled() -> None:
+    from aws_kinesis_agg.aggregator import AggRecord
+
+    from esm.model import Checkpoint
+
+    kinesis = FakeKinesisClient()
+    kinesis.create_stream(STREAM, 1)
+    shard = kinesis.shard_ids(STREAM)[0]
+    aggregate = AggRecord()
+    for n in range(4):
+        assert aggregate.add_user_record(f"user-{n}", f"u{n}".encode())
+    key, _, data = aggregate.get_contents()
+    sequence = kinesis.put_record(STREAM, data, key, shard_id=shard)
+    put_many(kinesis, 2, shard_id=shard)
+    client, consumer_arn = await fan_out(kinesis, event_records=10)
+    store = MemoryCheckpointStore()
+    await store.save("m1", shard, Checkpoint(f"{sequence}:1"))
+
+    api = make_api(client, consumer_arn, deaggregate=True)
+    backend = RecordingBackend()
+    await run_until(
+        make_runner(api, backend, store, batch_size=10),
+        lambda: len(backend.delivered_records()) >= 4,
+    )
+    await api.aclose()
+
+    assert client.subscriptions[0] == (
+        shard,
+        {"Type": "AT_SEQUENCE_NUMBER", "SequenceNumber": sequence},
+    )
+    assert per_shard_data(backend)[shard] == [b"u2", b"u3", b"r0", b"r1"]
+    assert (await store.load("m1"))[shard].sequence != f"{sequence}:1"
