@@ -233,14 +233,24 @@ def _load(config_path: str) -> EsmConfig | None:
 
 def _run(config_path: str) -> int:
     from esm.daemon import Daemon
+    from esm.gc_tuning import freeze_startup_heap, tune_collector
     from esm.log import configure_logging
 
     config = _load(config_path)
     if config is None:
         return 1
     configure_logging(config.log.format, config.log.level)
+    tune_collector()
+    daemon = Daemon(config, config_path=config_path)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            # Every mapping is set up: what exists now lives as long as esm does.
+            freeze_startup_heap()
+
     try:
-        anyio.run(Daemon(config, config_path=config_path).run)
+        anyio.run(run)
     except (EsmError, OSError, BaseExceptionGroup) as error:
         # Settings that only fail when used (an admin port already taken, an unwritable
         # state file): one clear line each, no traceback.

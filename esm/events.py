@@ -103,14 +103,7 @@ def create_record(
     *, sequence: str, order: int, key: str, arrival: float, entry: dict[str, Any]
 ) -> Record:
     """A `Record` carrying `entry`, sized exactly for the 6 MB payload limit."""
-    return Record(
-        sequence=sequence,
-        order=order,
-        key=key,
-        arrival=arrival,
-        size=len(orjson.dumps(entry)) + 1,
-        entry=entry,
-    )
+    return Record(sequence, order, key, arrival, len(orjson.dumps(entry)) + 1, entry)
 
 
 def encode_event(records: Sequence[Record], fields: Mapping[str, Any] | None = None) -> bytes:

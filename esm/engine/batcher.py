@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate, islice
 
 from esm.model import EVENT_ENVELOPE_BYTES, MAX_INVOKE_PAYLOAD_BYTES, Record
 
@@ -86,11 +88,24 @@ class Batcher:
         """Remove and return the next batch (empty when nothing is pending); with
         `until_arrival`, the batch stops before the first record that arrived at or after it
         (a tumbling window's end)."""
-        batch: list[Record] = []
-        size = EVENT_ENVELOPE_BYTES
         pending = self._pending
         limit = self.limits.max_payload_bytes
         count = self.limits.batch_size
+        if (
+            until_arrival is None
+            and len(pending) <= count
+            and EVENT_ENVELOPE_BYTES + self._pending_bytes <= limit
+        ):
+            # Everything pending is one batch (a busy shard's page, mostly): no record by
+            # record walk.
+            whole = list(pending)
+            pending.clear()
+            self._pending_bytes = 0
+            return whole
+        if until_arrival is None:
+            return self._take_by_size(count, limit)
+        batch: list[Record] = []
+        size = EVENT_ENVELOPE_BYTES
         while pending and len(batch) < count:
             record = pending[0]
             if batch and size + record.size > limit:
@@ -101,6 +116,19 @@ class Batcher:
             batch.append(record)
             size += record.size
         self._pending_bytes -= size - EVENT_ENVELOPE_BYTES
+        return batch
+
+    def _take_by_size(self, count: int, limit: int) -> list[Record]:
+        """The longest run of at most `count` pending records whose event fits `limit`
+        bytes (at least one record: one too large alone is the policy's to refuse)."""
+        pending = self._pending
+        if not pending:
+            return []
+        ends = list(accumulate(r.size for r in islice(pending, min(count, len(pending)))))
+        cut = max(1, bisect_right(ends, limit - EVENT_ENVELOPE_BYTES))
+        popleft = pending.popleft
+        batch = [popleft() for _ in range(cut)]
+        self._pending_bytes -= ends[cut - 1]
         return batch
 
     def clear(self) -> None:

@@ -232,7 +232,7 @@ class ShardWorker:
         save_lock = anyio.Lock()
 
         async def settled(records: Sequence[Record]) -> None:
-            if tracker.settle(r.order for r in records):
+            if tracker.settle(records):
                 # Lanes settle concurrently; saving under a lock, always the tracker's latest
                 # position, keeps a slower save from writing an older checkpoint last.
                 async with save_lock:
@@ -307,12 +307,12 @@ class ShardWorker:
         record_filter = self.settings.record_filter
         passed: list[Record] = []
         left_out: list[Record] = []
-        for record in records:
-            tracker.add(record.order, record.sequence)
-            if record_filter is None or record_filter(record):
-                passed.append(record)
-            else:
-                left_out.append(record)
+        tracker.add(records)
+        if record_filter is None:
+            passed = list(records)
+        else:
+            for record in records:
+                (passed if record_filter(record) else left_out).append(record)
         if left_out:
             # Filtered-out records are skipped: the checkpoint moves past them.
             self.context.metrics.filtered_out_events.labels(self.settings.label).inc(len(left_out))

@@ -20,15 +20,11 @@ __all__ = [
     "NotAContainer",
     "UserRecord",
     "deaggregate",
-    "user_order",
     "user_sequence",
 ]
 
 _MAGIC: Final = b"\xf3\x89\x9a\xc2"
 _DIGEST: Final = 16
-SUB_SEQUENCE_BITS: Final = 20
-"""A user record's order is its container's sequence shifted by this many bits, plus its
-index: a container of 1 MB cannot hold 2^20 user records."""
 
 
 class NotAContainer(ValueError):
@@ -87,8 +83,3 @@ def deaggregate(data: bytes) -> list[UserRecord] | None:
 def user_sequence(container: str, sub_sequence: int) -> str:
     """A user record's position: `SEQUENCE:SUB`."""
     return f"{container}:{sub_sequence}"
-
-
-def user_order(container: str, sub_sequence: int) -> int:
-    """Orders user records after their container's predecessors and in their container."""
-    return (int(container) << SUB_SEQUENCE_BITS) | sub_sequence

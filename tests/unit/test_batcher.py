@@ -112,3 +112,29 @@ def test_without_a_window_a_batch_is_always_due() -> None:
     batcher = Batcher(BatchLimits(batch_size=10), FakeClock())
     batcher.add([_record(1, 10)])
     assert batcher.window_remaining() == 0.0
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=400), max_size=60),
+    st.integers(min_value=1, max_value=25),
+    st.integers(min_value=EVENT_ENVELOPE_BYTES + 1, max_value=3000),
+)
+def test_cuts_by_size_are_the_longest_runs_that_fit(
+    sizes: list[int], batch_size: int, limit: int
+) -> None:
+    records = [Record(str(n), n, "k", 0.0, size, {}) for n, size in enumerate(sizes)]
+    batcher = Batcher(BatchLimits(batch_size=batch_size, max_payload_bytes=limit))
+    batcher.add(records)
+    start = 0
+    while len(batcher):
+        batch = batcher.take()
+        assert batch == records[start : start + len(batch)]
+        fits = EVENT_ENVELOPE_BYTES + sum(r.size for r in batch) <= limit
+        assert fits or len(batch) == 1, "only a record too large alone exceeds the limit"
+        after = start + len(batch)
+        if after < len(records) and len(batch) < batch_size:
+            grown = EVENT_ENVELOPE_BYTES + sum(r.size for r in batch) + records[after].size
+            assert grown > limit, "the next record would not have fit"
+        start = after
+    assert start == len(records)
+    assert batcher.take() == []

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from esm.engine.partial import stream_item_failures
 from esm.engine.settle import SettleTracker
 from esm.events import create_record
+from esm.model import Record
 
 RECORDS = [
     create_record(sequence=str(100 + n), order=100 + n, key="k", arrival=0.0, entry={"n": n})
@@ -56,11 +57,11 @@ def test_stream_item_failures(answer: Any, first_failed: int | None) -> None:
 @given(st.permutations(list(range(30))), st.integers(min_value=1, max_value=30))
 def test_checkpoint_is_the_end_of_the_longest_settled_prefix(order: list[int], upto: int) -> None:
     tracker = SettleTracker("start")
-    for n in range(30):
-        tracker.add(n, f"s{n}")
+    records = [Record(f"s{n}", n, "k", 0.0, 1, {}) for n in range(30)]
+    tracker.add(records)
     settled: set[int] = set()
     for n in order[:upto]:
-        tracker.settle([n])
+        tracker.settle([records[n]])
         settled.add(n)
         prefix = 0
         while prefix in settled:
@@ -68,3 +69,28 @@ def test_checkpoint_is_the_end_of_the_longest_settled_prefix(order: list[int], u
         # INVARIANT: never past an unsettled record, never behind a settled prefix.
         assert tracker.checkpoint == (f"s{prefix - 1}" if prefix else "start")
         assert len(tracker) == 30 - prefix
+
+
+@given(st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=12))
+def test_batches_settled_in_order_move_the_checkpoint_batch_by_batch(sizes: list[int]) -> None:
+    records = [Record(f"s{n}", n, "k", 0.0, 1, {}) for n in range(sum(sizes))]
+    tracker = SettleTracker()
+    tracker.add(records)
+    start = 0
+    for size in sizes:
+        assert tracker.settle(records[start : start + size])
+        start += size
+        assert tracker.checkpoint == f"s{start - 1}"
+        assert len(tracker) == len(records) - start
+    assert not tracker.settle([])
+
+
+def test_a_later_batch_settled_first_waits_for_the_earlier_one() -> None:
+    records = [Record(f"s{n}", n, "k", 0.0, 1, {}) for n in range(6)]
+    tracker = SettleTracker()
+    tracker.add(records)
+    # Two lanes: the second lane's batch (1, 3, 5) settles before the first's (0, 2, 4).
+    assert not tracker.settle(records[1::2])
+    assert len(tracker) == 6
+    assert tracker.settle(records[0::2])
+    assert (tracker.checkpoint, len(tracker)) == ("s5", 0)
