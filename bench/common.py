@@ -99,6 +99,7 @@ def make_runner(
     *,
     parallelization: int = 1,
     backend: NoopBackend | None = None,
+    poll_interval: float = 0.0,
 ) -> tuple[StreamEngine, NoopBackend]:
     """The runner a daemon would build for one Kinesis mapping, with a no-op function
     (or `backend`)."""
@@ -107,7 +108,7 @@ def make_runner(
         mapping_id=MAPPING,
         starting_position=StartPosition(IteratorType.TRIM_HORIZON),
         limits=BatchLimits(batch_size=batch_size, window_seconds=0.0),
-        poll_interval=0.0,
+        poll_interval=poll_interval,
         records_limit=records_limit,
         discovery_interval=60.0,
         read_backoff=Backoff(initial=0.05, maximum=0.5),
