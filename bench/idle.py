@@ -3,7 +3,8 @@
 A canned Kinesis server, in a process of its own, lists N shards and answers every
 GetRecords with no records (`MillisBehindLatest` 0, the tip of the shard), counting the
 calls by operation. esm, in another process of its own per shard count, reads the stream as
-the daemon does: the real `KinesisStreamAPI` over an aiobotocore client in wire form, a
+the daemon does: the real `KinesisStreamAPI` over an aiobotocore client in wire form, with
+GetRecords on the lean path (`esm/aws/lean.py`; `--client-path`: through the client), a
 `StreamEngine` with the shipped idle polling interval (`polling.interval_seconds`, 1 s), a
 no-op function and memory checkpoints, the collector tuned as `esm run` tunes it. After a
 warm-up (every shard read once), the run is timed for `--seconds`: esm's CPU time (user +
@@ -11,6 +12,7 @@ system, its own process), its resident memory at the end, and the GetRecords cal
 server counted.
 
 Run: .venv/bin/python bench/idle.py [--shards 10 100 1000] [--seconds 20] [--interval 1.0]
+     [--client-path]
 """
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _measure(port: int, shards: int, seconds: float, interval: float, server: Any) -> dict:
+async def _measure(
+    port: int, shards: int, seconds: float, interval: float, use_lean: bool, server: Any
+) -> dict[str, float]:
+    from esm.aws.lean import LeanJsonCalls
     from esm.gc_tuning import freeze_startup_heap, tune_collector
     from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
 
@@ -146,7 +151,10 @@ async def _measure(port: int, shards: int, seconds: float, interval: float, serv
         factory = KinesisRecordFactory(
             stream_arn=STREAM_ARN, region=REGION, identity_arn=IDENTITY_ARN
         )
-        api = KinesisStreamAPI(client, stream_name=STREAM, stream_arn=STREAM_ARN, records=factory)
+        lean = None if not use_lean else LeanJsonCalls(client)
+        api = KinesisStreamAPI(
+            client, stream_name=STREAM, stream_arn=STREAM_ARN, records=factory, lean=lean
+        )
         runner, _ = make_runner(api, FinishLineStore(shards), 100, poll_interval=interval)
 
         def ask() -> dict[str, int]:
@@ -168,6 +176,8 @@ async def _measure(port: int, shards: int, seconds: float, interval: float, serv
             rss = _rss_mb()
             runner.stop()
             tg.cancel_scope.cancel()
+        if lean is not None:
+            await lean.aclose()
     reads = after.get("GetRecords", 0) - before.get("GetRecords", 0)
     return {
         "shards": shards,
@@ -178,7 +188,7 @@ async def _measure(port: int, shards: int, seconds: float, interval: float, serv
     }
 
 
-def _client(shards: int, seconds: float, interval: float, out: Any) -> None:
+def _client(shards: int, seconds: float, interval: float, use_lean: bool, out: Any) -> None:
     """One esm, in a process of its own so that its memory is its own."""
     parent, child = multiprocessing.get_context("spawn").Pipe()
     server = multiprocessing.get_context("spawn").Process(
@@ -190,7 +200,7 @@ def _client(shards: int, seconds: float, interval: float, out: Any) -> None:
         if not parent.poll(60):
             raise SystemExit("the canned Kinesis server did not start")
         port = parent.recv()
-        out.send(anyio.run(_measure, port, shards, seconds, interval, parent))
+        out.send(anyio.run(_measure, port, shards, seconds, interval, use_lean, parent))
     finally:
         parent.send("stop")
         server.join(10)
@@ -203,14 +213,24 @@ def main() -> None:
     parser.add_argument("--shards", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--interval", type=float, default=1.0, help="idle polling interval")
+    parser.add_argument(
+        "--client-path",
+        action="store_true",
+        help="GetRecords through aiobotocore's client instead of the lean path esm ships",
+    )
     args = parser.parse_args()
     print(f"esm idle benchmark: {machine()}")
-    print(f"idle polling interval {args.interval} s; {args.seconds} s timed after a warm-up")
+    path = "aiobotocore's client" if args.client_path else "the lean path (esm/aws/lean.py)"
+    print(
+        f"idle polling interval {args.interval} s; {args.seconds} s timed after a warm-up; "
+        f"GetRecords through {path}"
+    )
     rows = []
     for shards in args.shards:
         mine, theirs = multiprocessing.get_context("spawn").Pipe()
         process = multiprocessing.get_context("spawn").Process(
-            target=_client, args=(shards, args.seconds, args.interval, theirs)
+            target=_client,
+            args=(shards, args.seconds, args.interval, not args.client_path, theirs),
         )
         process.start()
         theirs.close()

@@ -68,6 +68,7 @@ from common import (
     table,
 )
 
+from esm.aws.lean import LeanJsonCalls
 from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
 
 PAGE_RECORDS = 10_000
@@ -213,10 +214,17 @@ async def orjson_only(body: bytes, pages: int) -> int:
 async def esm_run(client: Any, batch_size: int) -> int:
     """esm's whole path from GetRecords to checkpoint; returns the records delivered."""
     factory = KinesisRecordFactory(stream_arn=STREAM_ARN, region=REGION, identity_arn=IDENTITY_ARN)
-    api = KinesisStreamAPI(client, stream_name=STREAM, stream_arn=STREAM_ARN, records=factory)
+    # GetRecords on the lean path, as the daemon reads (esm/aws/lean.py).
+    lean = LeanJsonCalls(client)
+    api = KinesisStreamAPI(
+        client, stream_name=STREAM, stream_arn=STREAM_ARN, records=factory, lean=lean
+    )
     store = FinishLineStore(1)
     runner, _ = make_runner(api, store, batch_size, records_limit=PAGE_RECORDS)
-    await run_to_end(runner, store, timeout=110)
+    try:
+        await run_to_end(runner, store, timeout=110)
+    finally:
+        await lean.aclose()
     return delivered(runner)
 
 

@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-__all__ = ["CallObserver", "call_outcome", "instrument_client"]
+__all__ = ["THROTTLING_CODES", "CallObserver", "call_outcome", "instrument_client"]
 
 CallObserver = Callable[[str, str, str, float], None]
 """Told of each finished call: (service, operation, outcome, seconds)."""
 
-_THROTTLED: Final = frozenset(
+# The error codes AWS services answer when a caller is throttled.
+THROTTLING_CODES: Final = frozenset(
     {
         "ThrottlingException",
         "Throttling",
@@ -43,7 +44,7 @@ def call_outcome(status: int, parsed: Mapping[str, Any] | None) -> str:
         return "ok"
     error = parsed.get("Error") if parsed else None
     code = error.get("Code") if isinstance(error, Mapping) else None
-    if code in _THROTTLED or status == 429:
+    if code in THROTTLING_CODES or status == 429:
         return "throttled"
     if code in _CONFLICT:
         return "conflict"

@@ -18,6 +18,7 @@ from esm.aws.kinesis import (
     Shard,
     enable_wire_records,
 )
+from esm.aws.lean import LeanJsonCalls
 from esm.aws.wire import WIRE_FORM
 from esm.events import create_record, kinesis_entry
 from esm.model import IteratorType, Record, RecordsPage, ShardInfo, StartPosition
@@ -263,8 +264,11 @@ class KinesisStreamAPI:
         stream_name: str,
         stream_arn: str,
         records: KinesisRecordFactory,
+        lean: LeanJsonCalls | None = None,
     ) -> None:
         self.client = client
+        self.lean = lean
+        """GetRecords on the lean path (`esm.aws.lean`); None: through the client."""
         self.stream_name = stream_name
         self._stream_arn = stream_arn
         self.records = records
@@ -311,11 +315,17 @@ class KinesisStreamAPI:
         return iterator
 
     async def get_records(self, shard_id: str, iterator: str, limit: int) -> RecordsPage:
+        answer: Mapping[str, Any]
         with aws_call("GetRecords"):
-            answer = await self.client.get_records(ShardIterator=iterator, Limit=limit)
-        records = self.records.page(
-            shard_id, answer.get("Records", ()), bool(answer.get(WIRE_FORM))
-        )
+            if self.lean is not None:
+                # The answer as it travels (the wire form), parsed by orjson.
+                params = {"ShardIterator": iterator, "Limit": limit}
+                answer = await self.lean.call("GetRecords", params)
+                wire = True
+            else:
+                answer = await self.client.get_records(ShardIterator=iterator, Limit=limit)
+                wire = bool(answer.get(WIRE_FORM))
+        records = self.records.page(shard_id, answer.get("Records") or (), wire)
         if self._skips:
             records = skip_delivered(records, self._skips.pop(iterator, None))
         return RecordsPage(

@@ -216,7 +216,16 @@ async def open_kinesis(context: SourceContext, source: KinesisSource) -> StreamS
             busy_poll_interval=FAN_OUT_POLL_INTERVAL_SECONDS,
             records_limit=context.records_limit,
         )
-    api = KinesisStreamAPI(client, stream_name=source.name, stream_arn=source.arn, records=records)
+    lean = None
+    if hasattr(getattr(client, "meta", None), "service_model"):
+        # A real client (tests' fakes are not): GetRecords on the lean path.
+        from esm.aws.lean import LeanJsonCalls
+
+        lean = LeanJsonCalls(client, observe=context.metrics.aws_call)
+        context.on_close(lean.aclose)
+    api = KinesisStreamAPI(
+        client, stream_name=source.name, stream_arn=source.arn, records=records, lean=lean
+    )
     return StreamSource(
         api, poll_interval=context.poll_interval, records_limit=context.records_limit
     )

@@ -1,0 +1,176 @@
+"""The lean GetRecords path against the client's own path, field by field, on moto's server;
+its errors, retries and signature against a local server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiobotocore.session import get_session
+from aiohttp import web
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from esm.aws.errors import translate_error
+from esm.aws.kinesis import enable_wire_records
+from esm.aws.lean import LeanJsonCalls, parse_error
+from esm.aws.wire import WIRE_FORM
+from esm.errors import ExpiredIterator, ServiceUnreachable, SourceError
+
+from .helpers import create_stream, put_records
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+async def _iterator(kinesis: Any, stream: str) -> str:
+    shard = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
+    answer = await kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )
+    return str(answer["ShardIterator"])
+
+
+async def test_get_records_answers_what_the_client_answers_in_wire_form(
+    kinesis: Any, moto_endpoint: str, stream_name: str
+) -> None:
+    await create_stream(kinesis, stream_name, 1)
+    await put_records(kinesis, stream_name, 25)
+    async with get_session().create_client(
+        "kinesis", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as client:
+        enable_wire_records(client)
+        calls: list[tuple[str, str, str]] = []
+        lean = LeanJsonCalls(
+            client, observe=lambda s, op, outcome, t: calls.append((s, op, outcome))
+        )
+        try:
+            iterator = await _iterator(client, stream_name)
+            slow = await client.get_records(ShardIterator=iterator, Limit=10)
+            fast = await lean.call("GetRecords", {"ShardIterator": iterator, "Limit": 10})
+        finally:
+            await lean.aclose()
+    assert slow.pop(WIRE_FORM) is True
+    slow.pop("ResponseMetadata")
+    assert len(fast["Records"]) == 10
+    assert fast["Records"] == slow["Records"]
+    assert set(fast) == set(slow)
+    assert fast["MillisBehindLatest"] == slow["MillisBehindLatest"]
+    assert calls == [("kinesis", "GetRecords", "ok")]
+
+
+async def test_an_error_answer_raises_what_the_client_raises(
+    kinesis: Any, moto_endpoint: str, stream_name: str
+) -> None:
+    await create_stream(kinesis, stream_name, 1)
+    async with get_session().create_client(
+        "kinesis", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as client:
+        lean = LeanJsonCalls(client)
+        bogus = {"ShardIterator": "not-an-iterator-" + uuid.uuid4().hex, "Limit": 10}
+        try:
+            with pytest.raises(ClientError) as slow:
+                await client.get_records(**bogus)
+            with pytest.raises(ClientError) as fast:
+                await lean.call("GetRecords", bogus)
+        finally:
+            await lean.aclose()
+    assert fast.value.response["Error"]["Code"] == slow.value.response["Error"]["Code"]
+    assert (
+        fast.value.response["ResponseMetadata"]["HTTPStatusCode"]
+        == slow.value.response["ResponseMetadata"]["HTTPStatusCode"]
+    )
+    assert type(translate_error(fast.value, "GetRecords")) is type(
+        translate_error(slow.value, "GetRecords")
+    )
+
+
+@pytest.fixture
+async def canned() -> AsyncIterator[dict[str, Any]]:
+    """A local server answering from `answers` in turn, recording each request's headers."""
+    state: dict[str, Any] = {"answers": [], "requests": []}
+
+    async def handle(request: web.Request) -> web.Response:
+        state["requests"].append((dict(request.headers), await request.read()))
+        status, body = state["answers"].pop(0)
+        return web.Response(status=status, body=body, content_type="application/x-amz-json-1.1")
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield state
+    await runner.cleanup()
+
+
+def _expired() -> bytes:
+    return orjson.dumps(
+        {
+            "__type": "com.amazonaws.kinesis.v20131202#ExpiredIteratorException",
+            "message": "Iterator expired",
+        }
+    )
+
+
+async def test_a_5xx_is_retried_once_and_errors_are_the_client_s(canned: dict[str, Any]) -> None:
+    async with get_session().create_client(
+        "kinesis",
+        region_name="eu-west-1",
+        endpoint_url=canned["url"],
+        aws_access_key_id="AKIDLEAN",
+        aws_secret_access_key="secret",
+    ) as client:
+        lean = LeanJsonCalls(client)
+        try:
+            canned["answers"] += [(500, b"{}"), (200, b'{"Records":[],"MillisBehindLatest":0}')]
+            answer = await lean.call("GetRecords", {"ShardIterator": "i", "Limit": 1})
+            assert answer == {"Records": [], "MillisBehindLatest": 0}
+            canned["answers"] += [(400, _expired())]
+            with pytest.raises(ClientError) as raised:
+                await lean.call("GetRecords", {"ShardIterator": "i", "Limit": 1})
+        finally:
+            await lean.aclose()
+    assert isinstance(translate_error(raised.value, "GetRecords"), ExpiredIterator)
+    assert raised.value.response["Error"] == {
+        "Code": "ExpiredIteratorException",
+        "Message": "Iterator expired",
+    }
+    headers, body = canned["requests"][0]
+    assert headers["X-Amz-Target"] == "Kinesis_20131202.GetRecords"
+    assert headers["Content-Type"] == "application/x-amz-json-1.1"
+    # Signed with botocore's SigV4 signer and the client's own credentials and region.
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDLEAN/")
+    assert "/eu-west-1/kinesis/aws4_request" in headers["Authorization"]
+    assert orjson.loads(body) == {"ShardIterator": "i", "Limit": 1}
+    assert len(canned["requests"]) == 3, "one retry after the 500, none after the 400"
+
+
+async def test_no_server_at_all_is_a_connection_error() -> None:
+    from tests.conftest import free_port
+
+    async with get_session().create_client(
+        "kinesis",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    ) as client:
+        lean = LeanJsonCalls(client, connect_timeout=1)
+        try:
+            with pytest.raises(EndpointConnectionError) as raised:
+                await lean.call("GetRecords", {"ShardIterator": "i", "Limit": 1})
+        finally:
+            await lean.aclose()
+    translated = translate_error(raised.value, "GetRecords")
+    assert isinstance(translated, ServiceUnreachable)
+    assert isinstance(translated, SourceError)
+
+
+def test_error_answers_are_read_as_botocore_reads_them() -> None:
+    assert parse_error(400, _expired())["Error"]["Code"] == "ExpiredIteratorException"
+    assert parse_error(503, b"")["Error"] == {"Code": "503", "Message": ""}
+    assert parse_error(400, b"<html>")["Error"]["Code"] == "400"
