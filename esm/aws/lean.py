@@ -1,6 +1,6 @@
-"""The hot calls of a JSON-protocol service (Kinesis GetRecords) on a lean path: a prepared
-aiohttp request signed with botocore's own SigV4 signer and the client's own credentials,
-answered through orjson.
+"""The hot calls of a JSON-protocol service (Kinesis GetRecords) on a lean path: a request
+signed with botocore's own SigV4 signer and the client's own credentials, sent on the
+client's own HTTP session, answered through orjson.
 
 An idle shard's GetRecords costs about 1.5 ms of CPU through aiobotocore, which builds the
 request anew each time (the user-agent string, the endpoint rules, the serialization of the
@@ -10,6 +10,8 @@ sending are per call. What stays botocore's:
 
 - the credentials: the client's own provider chain and object, so refreshed credentials
   (IRSA, web identity, SSO, instance roles) are used as the client would use them;
+- the transport: the client's HTTP session, with its TLS verification and CA bundle,
+  proxies, timeouts and connection pool;
 - the signature: botocore's `SigV4Auth`;
 - the errors: an error answer becomes the `ClientError` botocore would raise (its code read
   from `__type` as botocore's JSON parser reads it), a lost connection or timeout the
@@ -27,12 +29,12 @@ import random
 import time
 from typing import Any, Final
 
-import aiohttp
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import (
     ClientError,
+    ConnectionClosedError,
     EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
@@ -43,6 +45,8 @@ from esm.aws.call_metrics import THROTTLING_CODES, CallObserver, call_outcome
 __all__ = ["LeanJsonCalls", "parse_error"]
 
 _RETRYABLE_STATUS: Final = frozenset({500, 502, 503, 504})
+# What botocore's standard mode retries when no answer came.
+_CONNECTION_ERRORS: Final = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)
 # botocore's standard mode: the first retry waits up to 1 s, with full jitter.
 _FIRST_RETRY_MAX_SECONDS: Final = 1.0
 
@@ -68,15 +72,7 @@ def parse_error(status: int, body: bytes) -> dict[str, Any]:
 class LeanJsonCalls:
     """Calls of one aiobotocore client's service sent on the lean path; `aclose()` at the end."""
 
-    def __init__(
-        self,
-        client: Any,
-        *,
-        observe: CallObserver | None = None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
-        connections: int = 64,
-    ) -> None:
+    def __init__(self, client: Any, *, observe: CallObserver | None = None) -> None:
         meta = client.meta
         metadata = meta.service_model.metadata
         if metadata.get("protocol") != "json":
@@ -89,9 +85,6 @@ class LeanJsonCalls:
         self._target = f"{metadata['targetPrefix']}."
         self._content_type = f"application/x-amz-json-{metadata.get('jsonVersion', '1.0')}"
         self._observe = observe
-        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
-        self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
 
     async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         """The parsed answer of `operation`; raises what the client would raise."""
@@ -118,22 +111,18 @@ class LeanJsonCalls:
         """One request, and once more after a lost connection or a timeout."""
         try:
             return await self._send(operation, body)
-        except (TimeoutError, aiohttp.ClientConnectionError):
+        except _CONNECTION_ERRORS:
             await asyncio.sleep(random.random() * _FIRST_RETRY_MAX_SECONDS)
-        try:
-            return await self._send(operation, body)
-        except TimeoutError:
-            raise ReadTimeoutError(endpoint_url=self._url) from None
-        except aiohttp.ClientConnectionError:
-            raise EndpointConnectionError(endpoint_url=self._url) from None
+        return await self._send(operation, body)
 
     async def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
-        headers = await self._signed(operation, body)
-        session = self._session_open()
-        async with session.post(self._url, data=body, headers=headers) as response:
-            return response.status, await response.read()
+        request = await self._signed(operation, body)
+        # The client's own transport: its TLS settings and CA bundle, proxies, timeouts and
+        # connection pool, and botocore's exceptions for what goes wrong on the way.
+        response = await self._client._endpoint.http_session.send(request.prepare())
+        return response.status_code, await response.content
 
-    async def _signed(self, operation: str, body: bytes) -> dict[str, str]:
+    async def _signed(self, operation: str, body: bytes) -> AWSRequest:
         credentials = self._client._request_signer._credentials
         if credentials is None:
             raise NoCredentialsError()
@@ -145,21 +134,10 @@ class LeanJsonCalls:
             headers={"X-Amz-Target": self._target + operation, "Content-Type": self._content_type},
         )
         SigV4Auth(frozen, self._signing_name, self._region).add_auth(request)
-        return dict(request.headers.items())
-
-    def _session_open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._connections),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        return request
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing of its own to close: the transport is the client's."""
 
 
 def _retryable(status: int, body: bytes) -> bool:

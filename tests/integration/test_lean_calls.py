@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -158,8 +159,9 @@ async def test_no_server_at_all_is_a_connection_error() -> None:
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         aws_access_key_id="a",
         aws_secret_access_key="b",
+        config=AioConfig(connect_timeout=1),
     ) as client:
-        lean = LeanJsonCalls(client, connect_timeout=1)
+        lean = LeanJsonCalls(client)
         try:
             with pytest.raises(EndpointConnectionError) as raised:
                 await lean.call("GetRecords", {"ShardIterator": "i", "Limit": 1})
