@@ -19,6 +19,7 @@ from esm.aws.dynamodb_streams import (
     enable_wire_records,
 )
 from esm.aws.errors import aws_call
+from esm.aws.lean import LeanJsonCalls
 from esm.aws.wire import WIRE_FORM
 from esm.errors import DataTrimmed, SourceError
 from esm.events import create_record, dynamodb_entry
@@ -148,10 +149,13 @@ class DynamoDBStreamAPI:
         *,
         stream_arn: str,
         records: DynamoDBRecordFactory,
+        lean: LeanJsonCalls | None = None,
     ) -> None:
         self.client = client
         self._stream_arn = stream_arn
         self.records = records
+        self.lean = lean
+        """GetRecords on the lean path (`esm.aws.lean`); None: through the client."""
 
     @property
     def stream_arn(self) -> str:
@@ -208,11 +212,18 @@ class DynamoDBStreamAPI:
         # An iterator before the trim horizon raises DataTrimmed, an ExpiredIterator: the
         # runner asks for a new iterator after its last record, and that request falls back
         # to TRIM_HORIZON above.
+        count = max(1, min(limit, MAX_RECORDS_PER_CALL))
+        answer: Mapping[str, Any]
         with aws_call("GetRecords"):
-            answer = await self.client.get_records(
-                ShardIterator=iterator, Limit=max(1, min(limit, MAX_RECORDS_PER_CALL))
-            )
-        create = self.records.from_wire if answer.get(WIRE_FORM) else self.records.from_api
+            if self.lean is not None:
+                # The answer as it travels (the wire form), parsed by orjson.
+                params = {"ShardIterator": iterator, "Limit": count}
+                answer = await self.lean.call("GetRecords", params)
+                wire = True
+            else:
+                answer = await self.client.get_records(ShardIterator=iterator, Limit=count)
+                wire = bool(answer.get(WIRE_FORM))
+        create = self.records.from_wire if wire else self.records.from_api
         # No MillisBehindLatest on DynamoDB Streams: the page says nothing about lag.
         return RecordsPage(
             records=[create(raw) for raw in answer.get("Records", ())],

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from esm.settings import SourceSettings, show
 
 if TYPE_CHECKING:
+    from esm.aws.lean import LeanJsonCalls
     from esm.registry import QueueSource, SourceContext, StreamSource
 
 __all__ = [
@@ -160,6 +161,15 @@ class SqsSource(SourceSettings):
 # --------------------------------------------------------------------------- factories
 
 
+def _lean_calls(client: Any, context: SourceContext) -> LeanJsonCalls | None:
+    """GetRecords on the lean path for a real client; None for tests' fakes."""
+    if not hasattr(getattr(client, "meta", None), "service_model"):
+        return None
+    from esm.aws.lean import LeanJsonCalls
+
+    return LeanJsonCalls(client, observe=context.metrics.aws_call)
+
+
 def _broken_container_log(context: SourceContext) -> Callable[[str, str], None]:
     """Logs the first KPL container that does not parse; every one is delivered whole."""
     import structlog
@@ -216,15 +226,12 @@ async def open_kinesis(context: SourceContext, source: KinesisSource) -> StreamS
             busy_poll_interval=FAN_OUT_POLL_INTERVAL_SECONDS,
             records_limit=context.records_limit,
         )
-    lean = None
-    if hasattr(getattr(client, "meta", None), "service_model"):
-        # A real client (tests' fakes are not): GetRecords on the lean path.
-        from esm.aws.lean import LeanJsonCalls
-
-        lean = LeanJsonCalls(client, observe=context.metrics.aws_call)
-        context.on_close(lean.aclose)
     api = KinesisStreamAPI(
-        client, stream_name=source.name, stream_arn=source.arn, records=records, lean=lean
+        client,
+        stream_name=source.name,
+        stream_arn=source.arn,
+        records=records,
+        lean=_lean_calls(client, context),
     )
     return StreamSource(
         api, poll_interval=context.poll_interval, records_limit=context.records_limit
@@ -245,7 +252,10 @@ async def open_dynamodb(context: SourceContext, source: DynamoDBSource) -> Strea
     client = await context.aws_client("dynamodbstreams", source.region)
     enable_wire_records(client)
     api = DynamoDBStreamAPI(
-        client, stream_arn=source.arn, records=DynamoDBRecordFactory(source.arn, source.region)
+        client,
+        stream_arn=source.arn,
+        records=DynamoDBRecordFactory(source.arn, source.region),
+        lean=_lean_calls(client, context),
     )
     # Lambda's own pace, whatever `polling` says: 4 reads a second, at most 1,000 records.
     return StreamSource(

@@ -176,3 +176,33 @@ def test_error_answers_are_read_as_botocore_reads_them() -> None:
     assert parse_error(400, _expired())["Error"]["Code"] == "ExpiredIteratorException"
     assert parse_error(503, b"")["Error"] == {"Code": "503", "Message": ""}
     assert parse_error(400, b"<html>")["Error"]["Code"] == "400"
+
+
+async def test_dynamodb_streams_get_records_answers_what_the_client_answers(
+    dynamodb: Any, moto_endpoint: str
+) -> None:
+    from esm.aws.dynamodb_streams import enable_wire_records as enable_streams_wire
+
+    from .test_dynamodb_streams import create_table, insert_modify_remove
+
+    table = f"t-{uuid.uuid4().hex[:10]}"
+    arn = await create_table(dynamodb, table)
+    await insert_modify_remove(dynamodb, table)
+    async with get_session().create_client(
+        "dynamodbstreams", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as client:
+        enable_streams_wire(client)
+        lean = LeanJsonCalls(client)
+        shard = (await client.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
+        iterator = (
+            await client.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )
+        )["ShardIterator"]
+        slow = await client.get_records(ShardIterator=iterator, Limit=100)
+        fast = await lean.call("GetRecords", {"ShardIterator": iterator, "Limit": 100})
+    assert slow.pop(WIRE_FORM) is True
+    slow.pop("ResponseMetadata")
+    assert [r["eventName"] for r in fast["Records"]] == ["INSERT", "MODIFY", "REMOVE"]
+    assert fast["Records"] == slow["Records"]
+    assert set(fast) == set(slow)
