@@ -13,9 +13,10 @@ sending are per call. What stays botocore's:
 - the transport: the client's HTTP session, with its TLS verification and CA bundle,
   proxies, timeouts and connection pool;
 - the signature: botocore's `SigV4Auth`;
-- the errors: an error answer becomes the `ClientError` botocore would raise (its code read
-  from `__type` as botocore's JSON parser reads it), a lost connection or timeout the
-  exception botocore raises, so `esm.aws.errors.translate_error` sees what it always saw;
+- the errors: an error answer is parsed by the client's own response parser and raised as
+  the exception the client's error factory makes for its code, and the transport raises
+  what it raises for the client, so `esm.aws.errors.translate_error` sees what it always
+  saw;
 - the retries: as the client's standard mode with two attempts, one retry with jittered
   backoff on throttling, 5xx answers and lost connections.
 
@@ -25,15 +26,16 @@ Every call is told to the client's call observer (esm_aws_calls_total), as the c
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import time
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import (
-    ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -42,31 +44,13 @@ from botocore.exceptions import (
 
 from esm.aws.call_metrics import THROTTLING_CODES, CallObserver, call_outcome
 
-__all__ = ["LeanJsonCalls", "parse_error"]
+__all__ = ["LeanJsonCalls"]
 
 _RETRYABLE_STATUS: Final = frozenset({500, 502, 503, 504})
 # What botocore's standard mode retries when no answer came.
 _CONNECTION_ERRORS: Final = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)
 # botocore's standard mode: the first retry waits up to 1 s, with full jitter.
 _FIRST_RETRY_MAX_SECONDS: Final = 1.0
-
-
-def parse_error(status: int, body: bytes) -> dict[str, Any]:
-    """An error answer of the JSON protocol as botocore's parser gives it: the code after
-    the last `#` of `__type`, the message from `message` or `Message`."""
-    try:
-        document = orjson.loads(body) if body else {}
-    except orjson.JSONDecodeError:
-        document = {}
-    if not isinstance(document, dict):
-        document = {}
-    code = str(document.get("__type") or document.get("code") or status)
-    code = code.rsplit("#", 1)[-1]
-    message = document.get("message") or document.get("Message") or ""
-    return {
-        "Error": {"Code": code, "Message": str(message)},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
 
 
 class LeanJsonCalls:
@@ -92,14 +76,21 @@ class LeanJsonCalls:
         started = time.monotonic()
         outcome = "error"
         try:
-            status, raw = await self._attempt(operation, body)
-            if status >= 300 and _retryable(status, raw):
-                await asyncio.sleep(random.random() * _FIRST_RETRY_MAX_SECONDS)
-                status, raw = await self._attempt(operation, body)
+            status, raw, headers = await self._attempt(operation, body)
             if status >= 300:
-                error = parse_error(status, raw)
+                error = await self._error(operation, status, raw, headers)
+                if _retryable(error):
+                    await asyncio.sleep(random.random() * _FIRST_RETRY_MAX_SECONDS)
+                    status, raw, headers = await self._attempt(operation, body)
+                    if status >= 300:
+                        error = await self._error(operation, status, raw, headers)
+            if status >= 300:
                 outcome = call_outcome(status, error)
-                raise ClientError(error, operation)
+                # The modeled exception botocore raises for the code (ExpiredIteratorException,
+                # ...), or its ClientError.
+                raise self._client.exceptions.from_code(error["Error"].get("Code"))(
+                    error, operation
+                )
             outcome = "ok"
             answer = orjson.loads(raw) if raw else {}
             return answer if isinstance(answer, dict) else {}
@@ -107,7 +98,19 @@ class LeanJsonCalls:
             if self._observe is not None:
                 self._observe(self._service, operation, outcome, time.monotonic() - started)
 
-    async def _attempt(self, operation: str, body: bytes) -> tuple[int, bytes]:
+    async def _error(
+        self, operation: str, status: int, body: bytes, headers: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The error answer parsed by the client's own response parser, as the client would."""
+        model = self._client.meta.service_model.operation_model(operation)
+        parsed = self._client._response_parser.parse(
+            {"status_code": status, "headers": dict(headers), "body": body}, model.output_shape
+        )
+        if inspect.isawaitable(parsed):
+            parsed = await parsed
+        return dict(parsed)
+
+    async def _attempt(self, operation: str, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
         """One request, and once more after a lost connection or a timeout."""
         try:
             return await self._send(operation, body)
@@ -115,12 +118,12 @@ class LeanJsonCalls:
             await asyncio.sleep(random.random() * _FIRST_RETRY_MAX_SECONDS)
         return await self._send(operation, body)
 
-    async def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
+    async def _send(self, operation: str, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
         request = await self._signed(operation, body)
         # The client's own transport: its TLS settings and CA bundle, proxies, timeouts and
         # connection pool, and botocore's exceptions for what goes wrong on the way.
         response = await self._client._endpoint.http_session.send(request.prepare())
-        return response.status_code, await response.content
+        return response.status_code, await response.content, response.headers
 
     async def _signed(self, operation: str, body: bytes) -> AWSRequest:
         credentials = self._client._request_signer._credentials
@@ -140,7 +143,8 @@ class LeanJsonCalls:
         """Nothing of its own to close: the transport is the client's."""
 
 
-def _retryable(status: int, body: bytes) -> bool:
+def _retryable(error: Mapping[str, Any]) -> bool:
+    status = error.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     if status in _RETRYABLE_STATUS or status == 429:
         return True
-    return parse_error(status, body)["Error"]["Code"] in THROTTLING_CODES
+    return error.get("Error", {}).get("Code") in THROTTLING_CODES
