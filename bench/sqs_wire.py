@@ -54,6 +54,7 @@ from common import (
     table,
 )
 
+from esm.aws.lean import LeanJsonCalls
 from esm.config import DeliveryConfig, SqsConfig
 from esm.engine.batcher import BatchLimits
 from esm.engine.driver import Deliverer, FunctionTarget
@@ -353,6 +354,8 @@ def make_queue_runner(client: Any, concurrency: int) -> QueueEngine:
             retry_delay=backoff.delay,
         ),
         metrics,
+        # The hot calls on the lean path, as the daemon builds the reader (esm/aws/lean.py).
+        LeanJsonCalls(client),
     )
     settings = QueueSettings(
         mapping=MAPPING,

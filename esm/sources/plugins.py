@@ -279,4 +279,5 @@ async def open_sqs(context: SourceContext, source: SqsSource) -> QueueSource:
         extend_visibility=context.extend_visibility,
         retry_delay=context.retry_delay,
     )
-    return QueueSource(lambda: SqsReader(client, settings, context.metrics))
+    lean = _lean_calls(client, context)
+    return QueueSource(lambda: SqsReader(client, settings, context.metrics, lean))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import structlog
 
 from esm.aws.errors import aws_call
+from esm.aws.lean import LeanJsonCalls
 from esm.aws.sqs import BatchEntry, BatchResult, SqsClient
 from esm.errors import SourceError
 from esm.events import sqs_record
@@ -61,8 +62,17 @@ class SqsSettings:
 class SqsReader:
     """One SQS queue behind the engine's `QueueReader` interface."""
 
-    def __init__(self, client: SqsClient, settings: SqsSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        client: SqsClient,
+        settings: SqsSettings,
+        metrics: Metrics,
+        lean: LeanJsonCalls | None = None,
+    ) -> None:
         self.client = client
+        self.lean = lean
+        """ReceiveMessage and the batch calls on the lean path (`esm.aws.lean`), answered in
+        the client's own shapes; None: through the client."""
         self.settings = settings
         self.metrics = metrics
         self.queue_url = ""
@@ -125,13 +135,24 @@ class SqsReader:
     async def receive(self, count: int, wait_seconds: int) -> list[Record]:
         try:
             with aws_call("ReceiveMessage"):
-                answer = await self.client.receive_message(
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=count,
-                    WaitTimeSeconds=max(0, wait_seconds),
-                    MessageSystemAttributeNames=_ALL,
-                    MessageAttributeNames=_ALL,
-                )
+                request = {
+                    "QueueUrl": self.queue_url,
+                    "MaxNumberOfMessages": count,
+                    "WaitTimeSeconds": max(0, wait_seconds),
+                    "MessageSystemAttributeNames": _ALL,
+                    "MessageAttributeNames": _ALL,
+                }
+                answer: Mapping[str, Any]
+                if self.lean is not None:
+                    answer = await self.lean.call("ReceiveMessage", request, shaped=True)
+                else:
+                    answer = await self.client.receive_message(
+                        QueueUrl=self.queue_url,
+                        MaxNumberOfMessages=count,
+                        WaitTimeSeconds=max(0, wait_seconds),
+                        MessageSystemAttributeNames=_ALL,
+                        MessageAttributeNames=_ALL,
+                    )
         except SourceError:
             self._count_error("receive")
             raise
@@ -215,6 +236,14 @@ class SqsReader:
 
     async def _call(self, operation: str, entries: list[BatchEntry]) -> BatchResult:
         with aws_call(operation):
+            if self.lean is not None:
+                name = (
+                    "DeleteMessageBatch"
+                    if operation == "delete"
+                    else "ChangeMessageVisibilityBatch"
+                )
+                request = {"QueueUrl": self.queue_url, "Entries": entries}
+                return cast(BatchResult, await self.lean.call(name, request, shaped=True))
             if operation == "delete":
                 return await self.client.delete_message_batch(
                     QueueUrl=self.queue_url, Entries=entries

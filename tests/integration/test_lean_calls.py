@@ -175,3 +175,93 @@ async def test_no_server_at_all_is_a_connection_error() -> None:
     translated = translate_error(raised.value, "GetRecords")
     assert isinstance(translated, ServiceUnreachable)
     assert isinstance(translated, SourceError)
+
+
+async def test_sqs_calls_answer_in_the_client_s_shapes_and_raise_its_errors(
+    sqs: Any, moto_endpoint: str
+) -> None:
+    url = (await sqs.create_queue(QueueName=f"lean-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+    for n in range(4):
+        await sqs.send_message(
+            QueueUrl=url,
+            MessageBody=f"m{n}",
+            MessageAttributes={
+                "blob": {"DataType": "Binary", "BinaryValue": bytes([n, 255])},
+                "kind": {"DataType": "String", "StringValue": "order"},
+            },
+        )
+    receive = {
+        "QueueUrl": url,
+        "MaxNumberOfMessages": 2,
+        "WaitTimeSeconds": 0,
+        "VisibilityTimeout": 0,
+        "MessageSystemAttributeNames": ["All"],
+        "MessageAttributeNames": ["All"],
+    }
+    async with get_session().create_client(
+        "sqs", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as client:
+        lean = LeanJsonCalls(client)
+        slow = await client.receive_message(**receive)
+        fast = await lean.call("ReceiveMessage", receive, shaped=True)
+        for answer in (slow, fast):
+            for message in answer["Messages"]:
+                # Receive counts and receipt handles differ from one receive to the next.
+                message.pop("ReceiptHandle")
+                message["Attributes"].pop("ApproximateReceiveCount")
+                message["Attributes"].pop("ApproximateFirstReceiveTimestamp")
+        assert fast["Messages"] == slow["Messages"]
+        assert isinstance(fast["Messages"][0]["MessageAttributes"]["blob"]["BinaryValue"], bytes)
+
+        taken = await client.receive_message(QueueUrl=url, MaxNumberOfMessages=2)
+        entries = [
+            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+            for n, m in enumerate(taken["Messages"])
+        ]
+        visibility = [dict(e, VisibilityTimeout=0) for e in entries]
+        changed = await lean.call(
+            "ChangeMessageVisibilityBatch", {"QueueUrl": url, "Entries": visibility}, shaped=True
+        )
+        assert sorted(e["Id"] for e in changed["Successful"]) == ["0", "1"]
+        deleted = await lean.call(
+            "DeleteMessageBatch", {"QueueUrl": url, "Entries": entries}, shaped=True
+        )
+        assert sorted(e["Id"] for e in deleted["Successful"]) == ["0", "1"]
+
+        gone = dict(receive, QueueUrl=url + "-gone")
+        with pytest.raises(ClientError) as slow_error:
+            await client.receive_message(**gone)
+        with pytest.raises(ClientError) as fast_error:
+            await lean.call("ReceiveMessage", gone, shaped=True)
+    assert type(fast_error.value) is type(slow_error.value)
+    assert fast_error.value.response["Error"] == slow_error.value.response["Error"]
+
+
+async def test_dynamodb_streams_get_records_answers_what_the_client_answers(
+    dynamodb: Any, moto_endpoint: str
+) -> None:
+    from esm.aws.dynamodb_streams import enable_wire_records as enable_streams_wire
+
+    from .test_dynamodb_streams import create_table, insert_modify_remove
+
+    table = f"t-{uuid.uuid4().hex[:10]}"
+    arn = await create_table(dynamodb, table)
+    await insert_modify_remove(dynamodb, table)
+    async with get_session().create_client(
+        "dynamodbstreams", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as client:
+        enable_streams_wire(client)
+        lean = LeanJsonCalls(client)
+        shard = (await client.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
+        iterator = (
+            await client.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )
+        )["ShardIterator"]
+        slow = await client.get_records(ShardIterator=iterator, Limit=100)
+        fast = await lean.call("GetRecords", {"ShardIterator": iterator, "Limit": 100})
+    assert slow.pop(WIRE_FORM) is True
+    slow.pop("ResponseMetadata")
+    assert [r["eventName"] for r in fast["Records"]] == ["INSERT", "MODIFY", "REMOVE"]
+    assert fast["Records"] == slow["Records"]
+    assert set(fast) == set(slow)
