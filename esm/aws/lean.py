@@ -12,7 +12,8 @@ sending are per call. What stays botocore's:
   (IRSA, web identity, SSO, instance roles) are used as the client would use them;
 - the transport: the client's HTTP session, with its TLS verification and CA bundle,
   proxies, timeouts and connection pool;
-- the signature: botocore's `SigV4Auth`;
+- the signature: Signature Version 4 as botocore's `SigV4Auth` makes it, byte for byte, from
+  a signer that works out once what is the same for every call (`esm.aws.sigv4`);
 - the errors: an error answer is parsed by the client's own response parser and raised as
   the exception the client's error factory makes for its code, and the transport raises
   what it raises for the client, so `esm.aws.errors.translate_error` sees what it always
@@ -33,8 +34,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSPreparedRequest
 from botocore.exceptions import (
     ConnectionClosedError,
     EndpointConnectionError,
@@ -43,6 +43,7 @@ from botocore.exceptions import (
 )
 
 from esm.aws.call_metrics import THROTTLING_CODES, CallObserver, call_outcome
+from esm.aws.sigv4 import JsonPostSigner
 
 __all__ = ["LeanJsonCalls"]
 
@@ -64,9 +65,9 @@ class LeanJsonCalls:
         self._client = client
         self._url: str = meta.endpoint_url
         self._service = meta.service_model.service_id.hyphenize()
-        self._signing_name: str = metadata.get("signingName") or metadata["endpointPrefix"]
-        self._region: str = meta.region_name
         self._target = f"{metadata['targetPrefix']}."
+        self._signers: dict[str, JsonPostSigner] = {}
+        self._signing_name: str = metadata.get("signingName") or metadata["endpointPrefix"]
         self._content_type = f"application/x-amz-json-{metadata.get('jsonVersion', '1.0')}"
         self._observe = observe
 
@@ -140,25 +141,25 @@ class LeanJsonCalls:
         return await self._send(operation, body)
 
     async def _send(self, operation: str, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
-        request = await self._signed(operation, body)
-        # The client's own transport: its TLS settings and CA bundle, proxies, timeouts and
-        # connection pool, and botocore's exceptions for what goes wrong on the way.
-        response = await self._client._endpoint.http_session.send(request.prepare())
-        return response.status_code, await response.content, response.headers
-
-    async def _signed(self, operation: str, body: bytes) -> AWSRequest:
         credentials = self._client._request_signer._credentials
         if credentials is None:
             raise NoCredentialsError()
         frozen = await credentials.get_frozen_credentials()
-        request = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
-            headers={"X-Amz-Target": self._target + operation, "Content-Type": self._content_type},
-        )
-        SigV4Auth(frozen, self._signing_name, self._region).add_auth(request)
-        return request
+        headers = self._signer(operation).sign(body, frozen)
+        request = AWSPreparedRequest("POST", self._url, headers, body, False)
+        # The client's own transport: its TLS settings and CA bundle, proxies, timeouts and
+        # connection pool, and botocore's exceptions for what goes wrong on the way.
+        response = await self._client._endpoint.http_session.send(request)
+        return response.status_code, await response.content, response.headers
+
+    def _signer(self, operation: str) -> JsonPostSigner:
+        signer = self._signers.get(operation)
+        if signer is None:
+            meta = self._client.meta
+            headers = {"X-Amz-Target": self._target + operation, "Content-Type": self._content_type}
+            signer = JsonPostSigner(self._url, self._signing_name, meta.region_name, headers)
+            self._signers[operation] = signer
+        return signer
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the transport is the client's."""
