@@ -11,7 +11,7 @@ sending are per call. What stays botocore's:
 - the credentials: the client's own provider chain and object, so refreshed credentials
   (IRSA, web identity, SSO, instance roles) are used as the client would use them;
 - the transport: the client's HTTP session, with its TLS verification and CA bundle,
-  proxies, timeouts and connection pool;
+  proxies, timeouts and connection pool, and its exceptions (`esm.aws.lean_transport`);
 - the signature: Signature Version 4 as botocore's `SigV4Auth` makes it, byte for byte, from
   a signer that works out once what is the same for every call (`esm.aws.sigv4`);
 - the errors: an error answer is parsed by the client's own response parser and raised as
@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
-from botocore.awsrequest import AWSPreparedRequest
 from botocore.exceptions import (
     ConnectionClosedError,
     EndpointConnectionError,
@@ -43,6 +42,7 @@ from botocore.exceptions import (
 )
 
 from esm.aws.call_metrics import THROTTLING_CODES, CallObserver, call_outcome
+from esm.aws.lean_transport import Answer, RawHeaders, SessionTransport
 from esm.aws.sigv4 import JsonPostSigner
 
 __all__ = ["LeanJsonCalls"]
@@ -70,6 +70,7 @@ class LeanJsonCalls:
         self._signing_name: str = metadata.get("signingName") or metadata["endpointPrefix"]
         self._content_type = f"application/x-amz-json-{metadata.get('jsonVersion', '1.0')}"
         self._observe = observe
+        self._transport = SessionTransport(client._endpoint.http_session, self._url)
 
     async def call(
         self, operation: str, params: Mapping[str, Any], *, shaped: bool = False
@@ -116,23 +117,25 @@ class LeanJsonCalls:
         return str(code) if code is not None else None
 
     async def _error(
-        self, operation: str, status: int, body: bytes, headers: Mapping[str, str]
+        self, operation: str, status: int, body: bytes, headers: RawHeaders
     ) -> dict[str, Any]:
         """The error answer parsed by the client's own response parser, as the client would."""
         return await self._parsed(operation, status, body, headers)
 
     async def _parsed(
-        self, operation: str, status: int, body: bytes, headers: Mapping[str, str]
+        self, operation: str, status: int, body: bytes, headers: RawHeaders
     ) -> dict[str, Any]:
+        # The headers as aiobotocore hands them to the parser: names in lower case.
+        named = {name.decode().lower(): value.decode() for name, value in headers}
         model = self._client.meta.service_model.operation_model(operation)
         parsed = self._client._response_parser.parse(
-            {"status_code": status, "headers": dict(headers), "body": body}, model.output_shape
+            {"status_code": status, "headers": named, "body": body}, model.output_shape
         )
         if inspect.isawaitable(parsed):
             parsed = await parsed
         return dict(parsed)
 
-    async def _attempt(self, operation: str, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
+    async def _attempt(self, operation: str, body: bytes) -> Answer:
         """One request, and once more after a lost connection or a timeout."""
         try:
             return await self._send(operation, body)
@@ -140,17 +143,12 @@ class LeanJsonCalls:
             await asyncio.sleep(random.random() * _FIRST_RETRY_MAX_SECONDS)
         return await self._send(operation, body)
 
-    async def _send(self, operation: str, body: bytes) -> tuple[int, bytes, Mapping[str, str]]:
+    async def _send(self, operation: str, body: bytes) -> Answer:
         credentials = self._client._request_signer._credentials
         if credentials is None:
             raise NoCredentialsError()
         frozen = await credentials.get_frozen_credentials()
-        headers = self._signer(operation).sign(body, frozen)
-        request = AWSPreparedRequest("POST", self._url, headers, body, False)
-        # The client's own transport: its TLS settings and CA bundle, proxies, timeouts and
-        # connection pool, and botocore's exceptions for what goes wrong on the way.
-        response = await self._client._endpoint.http_session.send(request)
-        return response.status_code, await response.content, response.headers
+        return await self._transport.post(self._signer(operation).sign(body, frozen), body)
 
     def _signer(self, operation: str) -> JsonPostSigner:
         signer = self._signers.get(operation)
