@@ -6,14 +6,22 @@ bare name from the scripts' own directory.
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 
 from esm.checkpoints.memory import MemoryCheckpointStore
 from esm.engine import stream_model
@@ -185,3 +193,77 @@ def machine() -> str:
 
 def rate(records: int, seconds: float) -> float:
     return records / seconds if seconds > 0 else float("inf")
+
+
+def process_cpu_seconds() -> float:
+    """CPU time (user and system) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@asynccontextmanager
+async def local_kinesis_api(port: int, *, lean: bool) -> AsyncIterator[Any]:
+    """`KinesisStreamAPI` for the stream `STREAM` at 127.0.0.1:`port`, as the daemon builds
+    it: an aiobotocore client in wire form, GetRecords on the lean path (`lean`) or through
+    the client."""
+    from esm.aws.lean import LeanJsonCalls
+    from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI, enable_wire_records
+
+    config = AioConfig(
+        retries={"max_attempts": 2, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=64,
+    )
+    async with get_session().create_client(
+        "kinesis",
+        region_name=REGION,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        config=config,
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    ) as client:
+        enable_wire_records(client)
+        factory = KinesisRecordFactory(
+            stream_arn=STREAM_ARN, region=REGION, identity_arn=IDENTITY_ARN
+        )
+        yield KinesisStreamAPI(
+            client,
+            stream_name=STREAM,
+            stream_arn=STREAM_ARN,
+            records=factory,
+            lean=LeanJsonCalls(client) if lean else None,
+        )
+
+
+def _run_and_send(work: Callable[..., Any], args: tuple[Any, ...], out: Any) -> None:
+    out.send(work(*args))
+
+
+def in_own_process(work: Callable[..., Any], *args: Any) -> Any:
+    """`work(*args)`'s result, run in a fresh process (spawned), so that its CPU time and
+    memory are its own; `work` must be importable by name (a module-level function)."""
+    mine, theirs = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=_run_and_send, args=(work, args, theirs)
+    )
+    process.start()
+    theirs.close()
+    try:
+        return mine.recv()
+    finally:
+        process.join(30)
+
+
+def add_client_path_flag(parser: argparse.ArgumentParser) -> None:
+    """`--client-path`: GetRecords through the client instead of the lean path."""
+    parser.add_argument(
+        "--client-path",
+        action="store_true",
+        help="GetRecords through aiobotocore's client instead of the lean path esm ships",
+    )
+
+
+def get_records_path(args: argparse.Namespace) -> str:
+    """The GetRecords path `--client-path` chose, for the benchmark's heading."""
+    return "aiobotocore's client" if args.client_path else "the lean path (esm/aws/lean.py)"
