@@ -19,6 +19,7 @@ import random
 import time
 
 import orjson
+from local_server import start_local_server
 
 JSON_11 = "application/x-amz-json-1.1"
 
@@ -94,13 +95,8 @@ def serve(shards: int, conn: multiprocessing.connection.Connection, puts_per_sec
             )
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        conn.send(runner.addresses[0][1])
+        runner, port = await start_local_server(handle)
+        conn.send(port)
         loop = asyncio.get_running_loop()
         writer = asyncio.create_task(write()) if puts_per_second > 0 else None
         asked = asyncio.Event()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
@@ -58,6 +59,22 @@ class NoopBackend:
 
     async def aclose(self) -> None:
         pass
+
+
+class LatencyBackend(NoopBackend):
+    """A function that notes, for each record of the event, the seconds from the moment
+    `sent_at` reads from the record (its sending, in epoch seconds) to this call."""
+
+    def __init__(self, sent_at: Callable[[dict[str, Any]], float]) -> None:
+        super().__init__()
+        self._sent_at = sent_at
+        self.latencies: list[float] = []
+
+    async def invoke(self, invocation: Invocation) -> InvokeResult:
+        now = time.time()
+        for record in orjson.loads(invocation.payload)["Records"]:
+            self.latencies.append(now - self._sent_at(record))
+        return await super().invoke(invocation)
 
 
 class FinishLineStore(MemoryCheckpointStore):

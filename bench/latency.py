@@ -19,6 +19,7 @@ import argparse
 import base64
 import statistics
 import time
+from typing import Any
 
 import anyio
 import orjson
@@ -26,7 +27,7 @@ from canned_kinesis import CannedKinesis
 from common import (
     Column,
     FinishLineStore,
-    NoopBackend,
+    LatencyBackend,
     add_client_path_flag,
     get_records_path,
     in_own_process,
@@ -38,22 +39,10 @@ from common import (
     table,
 )
 
-from esm.model import Invocation, InvokeResult
 
-
-class LatencyBackend(NoopBackend):
-    """A function that notes, for each record, the seconds from its writing to this call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.latencies: list[float] = []
-
-    async def invoke(self, invocation: Invocation) -> InvokeResult:
-        now = time.time()
-        for record in orjson.loads(invocation.payload)["Records"]:
-            put = orjson.loads(base64.b64decode(record["kinesis"]["data"]))["put"]
-            self.latencies.append(now - put)
-        return await super().invoke(invocation)
+def _put_time(record: dict[str, Any]) -> float:
+    """When the canned stream wrote the record (its data: `{"put": t}`)."""
+    return float(orjson.loads(base64.b64decode(record["kinesis"]["data"]))["put"])
 
 
 async def _measure(
@@ -64,7 +53,7 @@ async def _measure(
     quiet_logs()
     tune_collector()
     async with local_kinesis_api(server.port, lean=use_lean) as api:
-        backend = LatencyBackend()
+        backend = LatencyBackend(_put_time)
         runner, _ = make_runner(
             api, FinishLineStore(shards), 100, backend=backend, poll_interval=interval
         )

@@ -335,10 +335,12 @@ def bare_side(client: Any, concurrency: int) -> Side:
     return start
 
 
-def make_queue_runner(client: Any, concurrency: int) -> QueueEngine:
+def make_queue_runner(
+    client: Any, concurrency: int, backend: NoopBackend | None = None
+) -> QueueEngine:
     """The queue mapping the daemon builds (`Daemon._queue_runner`) for BatchSize 10, no
     batching window, ScalingConfig.MaximumConcurrency `concurrency` and the default [sqs] and
-    [delivery] settings, invoking a no-op function."""
+    [delivery] settings, invoking a no-op function (or `backend`)."""
     sqs, delivery = SqsConfig(), DeliveryConfig()
     backoff = Backoff(
         initial=delivery.backoff_initial_seconds, maximum=delivery.backoff_max_seconds
@@ -370,7 +372,7 @@ def make_queue_runner(client: Any, concurrency: int) -> QueueEngine:
     target = FunctionTarget(
         name="noop", arn=FUNCTION_ARN, timeout=FUNCTION_TIMEOUT, memory_size=FUNCTION_MEMORY_MB
     )
-    deliverer = Deliverer(NoopBackend(), target, MAPPING, metrics, backoff=backoff)
+    deliverer = Deliverer(backend or NoopBackend(), target, MAPPING, metrics, backoff=backoff)
     return QueueEngine(reader, settings, deliverer, metrics)
 
 
