@@ -155,6 +155,11 @@ class LeanJsonCalls:
         if signer is None:
             meta = self._client.meta
             headers = {"X-Amz-Target": self._target + operation, "Content-Type": self._content_type}
+            # The client's own user agent (as CloudTrail shows it), made once: unsigned, as
+            # botocore leaves it.
+            agent = getattr(self._client, "_user_agent_creator", None)
+            if agent is not None:
+                headers["User-Agent"] = agent.to_string()
             signer = JsonPostSigner(self._url, self._signing_name, meta.region_name, headers)
             self._signers[operation] = signer
         return signer

@@ -146,7 +146,10 @@ async def test_a_5xx_is_retried_once_and_errors_are_the_client_s(canned: dict[st
     headers, body = canned["requests"][0]
     assert headers["X-Amz-Target"] == "Kinesis_20131202.GetRecords"
     assert headers["Content-Type"] == "application/x-amz-json-1.1"
-    # Signed with botocore's SigV4 signer and the client's own credentials and region.
+    # Signed as botocore's SigV4Auth signs, with the client's own credentials and region, and
+    # sent with the client's own user agent.
+    assert headers["User-Agent"].startswith("aiobotocore/")
+    assert "aiohttp" not in headers["User-Agent"]
     assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDLEAN/")
     assert "/eu-west-1/kinesis/aws4_request" in headers["Authorization"]
     assert orjson.loads(body) == {"ShardIterator": "i", "Limit": 1}

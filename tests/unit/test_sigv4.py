@@ -17,6 +17,8 @@ NOW = 1_796_000_000.25  # 2026-11-30T00:53:20Z, a quarter second in
 HEADERS = {
     "X-Amz-Target": "Kinesis_20131202.GetRecords",
     "Content-Type": "application/x-amz-json-1.1",
+    # Sent, never signed (botocore leaves it out of the signature).
+    "User-Agent": "aiobotocore/3.10.0 md/Botocore#1.43.117 ua/2.1",
 }
 
 
