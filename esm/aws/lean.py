@@ -46,7 +46,7 @@ from esm.aws.call_metrics import THROTTLING_CODES, CallObserver, call_outcome
 from esm.aws.lean_transport import Answer, RawHeaders, SessionTransport
 from esm.aws.sigv4 import JsonPostSigner
 
-__all__ = ["LeanJsonCalls"]
+__all__ = ["LeanJsonCalls", "parse_wire"]
 
 _RETRYABLE_STATUS: Final = frozenset({500, 502, 503, 504})
 # What botocore's standard mode retries when no answer came.
@@ -81,6 +81,20 @@ class LeanJsonCalls:
         The answer is orjson's parse of the body as it travels (the wire form), or with
         `shaped` the client's own parse (blobs decoded to bytes, as the client answers).
         """
+        status, raw, headers = await self._exchange(operation, params)
+        if shaped:
+            return await self._parsed(operation, status, raw, headers)
+        return parse_wire(raw)
+
+    async def call_body(self, operation: str, params: Mapping[str, Any]) -> bytes:
+        """The body of a successful answer of `operation`, as it travels (for a caller that
+        looks at the bytes before parsing them, `parse_wire`); raises as `call` does."""
+        _, raw, _ = await self._exchange(operation, params)
+        return raw
+
+    async def _exchange(self, operation: str, params: Mapping[str, Any]) -> Answer:
+        """A successful answer to `operation`, after the retries; an error answer raised as
+        the client raises it."""
         body = orjson.dumps(params)
         started = time.monotonic()
         outcome = "error"
@@ -99,10 +113,7 @@ class LeanJsonCalls:
                 # ...), or its ClientError.
                 raise self._client.exceptions.from_code(self._error_code(error))(error, operation)
             outcome = "ok"
-            if shaped:
-                return await self._parsed(operation, 200, raw, headers)
-            answer = orjson.loads(raw) if raw else {}
-            return answer if isinstance(answer, dict) else {}
+            return status, raw, headers
         finally:
             if self._observe is not None:
                 self._observe(self._service, operation, outcome, time.monotonic() - started)
@@ -167,6 +178,13 @@ class LeanJsonCalls:
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the transport is the client's."""
+
+
+def parse_wire(body: bytes) -> dict[str, Any]:
+    """A JSON answer's body parsed by orjson: an empty body, or one that is not an object,
+    is an answer without fields."""
+    answer = orjson.loads(body) if body else {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def _retryable(error: Mapping[str, Any]) -> bool:

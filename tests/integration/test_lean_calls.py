@@ -268,3 +268,60 @@ async def test_dynamodb_streams_get_records_answers_what_the_client_answers(
     assert [r["eventName"] for r in fast["Records"]] == ["INSERT", "MODIFY", "REMOVE"]
     assert fast["Records"] == slow["Records"]
     assert set(fast) == set(slow)
+
+
+async def test_the_stream_api_reads_the_same_records_on_both_paths(
+    kinesis: Any, moto_endpoint: str, stream_name: str
+) -> None:
+    """`KinesisStreamAPI.get_records` on the lean path (sized without encoding, when the body
+    has no escapes) against the client's path, record by record."""
+    from esm.sources.kinesis import KinesisRecordFactory, KinesisStreamAPI
+
+    arn = await create_stream(kinesis, stream_name, 1)
+    keys = ["plain", 'a "quoted" key', "back\\slash", "ключ", "tab\tkey"]
+    await kinesis.put_records(
+        StreamName=stream_name,
+        Records=[
+            {"Data": f"payload {n} é".encode(), "PartitionKey": k} for n, k in enumerate(keys)
+        ],
+    )
+    await put_records(kinesis, stream_name, 20)
+
+    def factory() -> KinesisRecordFactory:
+        return KinesisRecordFactory(stream_arn=arn, region="us-east-1", identity_arn="arn:role")
+
+    async with get_session().create_client(
+        "kinesis", region_name="us-east-1", endpoint_url=moto_endpoint
+    ) as client:
+        lean = LeanJsonCalls(client)
+        fast_api = KinesisStreamAPI(
+            client, stream_name=stream_name, stream_arn=arn, records=factory(), lean=lean
+        )
+        slow_api = KinesisStreamAPI(
+            client, stream_name=stream_name, stream_arn=arn, records=factory()
+        )
+        try:
+            shard = (await slow_api.list_shards())[0].shard_id
+            iterator = await _iterator(client, stream_name)
+            # A page whose body has escapes, then one whose body has none.
+            pages = []
+            for limit in (5, 100):
+                fast = await fast_api.get_records(shard, iterator, limit)
+                slow = await slow_api.get_records(shard, iterator, limit)
+                pages.append((fast, slow))
+                assert fast.next_iterator is not None
+                iterator = fast.next_iterator
+        finally:
+            await lean.aclose()
+    assert [len(fast.records) for fast, _ in pages] == [5, 20]
+    assert [r.key for r in pages[0][0].records] == keys
+    for quick, reference in (
+        pair for fast, slow in pages for pair in zip(fast.records, slow.records, strict=True)
+    ):
+        assert orjson.dumps(quick.entry) == orjson.dumps(reference.entry)
+        assert quick.size == reference.size == len(orjson.dumps(reference.entry)) + 1
+        assert (quick.sequence, quick.key, quick.arrival) == (
+            reference.sequence,
+            reference.key,
+            reference.arrival,
+        )

@@ -3,6 +3,8 @@ size that is exactly what the entry adds to an encoded event."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,3 +70,74 @@ def test_any_arrival_time_is_rounded_as_round_does(epoch: float) -> None:
     from esm.sources.kinesis import to_millis
 
     assert to_millis(epoch) == round(epoch, 3)
+
+
+wire_records = st.lists(
+    st.fixed_dictionaries(
+        {
+            "SequenceNumber": st.integers(min_value=0, max_value=10**56).map(str),
+            "PartitionKey": st.one_of(texts, st.sampled_from(['q"', "\\", "\x1f", "ключ"])),
+            "Data": st.one_of(base64ish, texts, st.sampled_from(["a/b", "\n", "é€😀"])),
+            "ApproximateArrivalTimestamp": st.one_of(
+                st.sampled_from([1700000000.123, 1700000000.123, 1441215410.8675, 1700000000]),
+                st.floats(min_value=0, max_value=4e9, allow_nan=False),
+            ),
+        }
+    ),
+    max_size=12,
+)
+
+
+def _encoders() -> st.SearchStrategy[Any]:
+    import json
+
+    # How services write JSON: orjson's way (UTF-8, only what must be escaped) and Python's
+    # (non-ASCII as \u escapes), so pages both with and without backslashes come.
+    return st.sampled_from([orjson.dumps, lambda value: json.dumps(value).encode()])
+
+
+@given(raws=wire_records, encode=_encoders())
+def test_a_wire_page_makes_the_records_that_create_makes(
+    raws: list[dict[str, Any]], encode: Any
+) -> None:
+    """The page loop (`_wire_page`) against `create`, record by record: the same entry, the
+    same exact size, whether or not the body had escapes."""
+    body = encode({"Records": raws, "MillisBehindLatest": 0})
+    parsed = orjson.loads(body)["Records"]
+    shard = "shardId-000000000003"
+    fast = KinesisRecordFactory(stream_arn=STREAM, region="eu-west-1", identity_arn=ROLE)
+    reference = KinesisRecordFactory(stream_arn=STREAM, region="eu-west-1", identity_arn=ROLE)
+    records = fast.page(shard, parsed, True, unescaped=b"\\" not in body)
+    assert len(records) == len(raws)
+    for record, raw in zip(records, parsed, strict=True):
+        expected = reference.create(
+            shard,
+            raw["SequenceNumber"],
+            raw["PartitionKey"],
+            raw["Data"],
+            float(raw["ApproximateArrivalTimestamp"]),
+        )
+        assert orjson.dumps(record.entry) == orjson.dumps(expected.entry)
+        assert record.size == expected.size == len(orjson.dumps(expected.entry)) + 1
+        assert (record.sequence, record.key, record.arrival, record.order) == (
+            expected.sequence,
+            expected.key,
+            expected.arrival,
+            expected.order,
+        )
+
+
+def test_a_page_said_to_be_unescaped_sizes_ascii_strings_by_their_length() -> None:
+    """What `unescaped` buys, and why it is asked of the body: a string that needs escapes
+    would be sized short, so only a body without a backslash may say so."""
+    factory = KinesisRecordFactory(stream_arn=STREAM, region="eu-west-1", identity_arn=ROLE)
+    raw = {
+        "SequenceNumber": "1",
+        "PartitionKey": 'k"',
+        "Data": "\n",
+        "ApproximateArrivalTimestamp": 1.5,
+    }
+    exact = factory.page("s", [raw], True)[0]
+    assert exact.size == len(orjson.dumps(exact.entry)) + 1
+    trusted = factory.page("s", [raw], True, unescaped=True)[0]
+    assert trusted.size == exact.size - 2, "a quote and a newline, each one byte short"
