@@ -325,3 +325,82 @@ async def test_the_stream_api_reads_the_same_records_on_both_paths(
             reference.key,
             reference.arrival,
         )
+
+
+async def test_the_daemon_invokes_and_gives_up_alike_on_both_paths(
+    kinesis: Any, sqs: Any, moto_endpoint: str, stream_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole daemon, once with GetRecords on the lean path (as it runs) and once through
+    the client: the same events, invocation by invocation, and the same failure record."""
+    from esm.metrics import Metrics
+    from esm.model import InvokeResult, ResultKind
+    from esm.testing import RecordingBackend
+
+    from .helpers import daemon_config, run_daemon_until
+    from .test_aws_edges import _destination, _failure_records, _queue
+
+    arn = await create_stream(kinesis, stream_name, 1)
+    keys = ["plain", 'a "quoted" key', "ключ", "k3", "k4", "k5", "k6", "k7"]
+    data = [b"r0", b"r1", b"poison", "r3 é".encode(), b"r4", b"r5", b"r6", b"r7"]
+    await kinesis.put_records(
+        StreamName=stream_name,
+        Records=[{"Data": d, "PartitionKey": k} for d, k in zip(data, keys, strict=True)],
+    )
+
+    def poisoned(event: dict[str, Any]) -> bool:
+        return any(_data(r) == b"poison" for r in event["Records"])
+
+    def script(event: dict[str, Any], call: int) -> Any:
+        if poisoned(event):
+            return InvokeResult(
+                kind=ResultKind.FUNCTION_ERROR, error="boom", function_error="Unhandled"
+            )
+        return None
+
+    async def run(lean: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if not lean:
+            # The mapping's calls go through its client, as with a test's fake client.
+            monkeypatch.setattr(
+                "esm.sources.plugins._lean_calls",
+                lambda client, context: unpatched.append(client),
+            )
+        url, queue_arn = await _queue(sqs)
+        backend = RecordingBackend(script)
+        metrics = Metrics()
+        config = daemon_config(
+            moto_endpoint,
+            arn,
+            batch_size=4,
+            extra_mapping=_destination(
+                queue_arn, MaximumRetryAttempts=0, BisectBatchOnFunctionError="true"
+            ),
+        )
+        given_up = metrics.on_failure_delivered_events.labels(config.mappings[0].mapping_name)
+
+        def done() -> bool:
+            invoked = sum(len(e["Records"]) for e in backend.events if not poisoned(e))
+            return given_up._value.get() >= 1 and invoked >= 7
+
+        await run_daemon_until(config, backend, done, metrics=metrics)
+        monkeypatch.undo()
+        return backend.events, await _failure_records(sqs, url)
+
+    unpatched: list[Any] = []
+    lean_events, lean_failures = await run(lean=True)
+    client_events, client_failures = await run(lean=False)
+    assert unpatched, "the second run read through the client"
+    assert [len(e["Records"]) for e in lean_events] == [4, 2, 2, 1, 1, 4]
+    assert lean_events == client_events
+    [lean_failure], [client_failure] = lean_failures, client_failures
+    for failure in (lean_failure, client_failure):
+        # What differs from run to run by nature: when, and the invocation's request id.
+        assert failure.pop("timestamp")
+        assert failure["requestContext"].pop("requestId")
+    assert lean_failure == client_failure
+    assert lean_failure["KinesisBatchInfo"]["batchSize"] == 1
+
+
+def _data(record: dict[str, Any]) -> bytes:
+    import base64
+
+    return base64.b64decode(record["kinesis"]["data"])
