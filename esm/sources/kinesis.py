@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -161,12 +161,12 @@ class KinesisRecordFactory:
         `unescaped`: the page came in wire form from a body without a backslash, so none of
         its strings holds a character that JSON escapes (see `_wire_page`).
         """
+        raws = raws if isinstance(raws, Sequence) else list(raws)
         if not self.deaggregate:
             if wire:
                 return self._wire_page(shard_id, raws, unescaped)
             return [self.from_api(shard_id, raw) for raw in raws]
         create = self.from_wire if wire else self.from_api
-        raws = list(raws)
         if wire and not any(raw["Data"].startswith(_CONTAINER_B64) for raw in raws):
             # A page without a container (a producer that does not aggregate): as if off.
             return self._wire_page(shard_id, raws, unescaped)
@@ -186,7 +186,17 @@ class KinesisRecordFactory:
         return records
 
     def _wire_page(
-        self, shard_id: str, raws: Iterable[Mapping[str, Any]], unescaped: bool
+        self, shard_id: str, raws: Sequence[Mapping[str, Any]], unescaped: bool
+    ) -> list[Record]:
+        try:
+            return self._wire_loop(shard_id, raws, unescaped)
+        except AttributeError:
+            # A key or data that is not a string (no Kinesis answers so, an emulator might):
+            # record by record, sized by encoding, as `create` takes anything JSON holds.
+            return [self.from_wire(shard_id, raw) for raw in raws]
+
+    def _wire_loop(
+        self, shard_id: str, raws: Sequence[Mapping[str, Any]], unescaped: bool
     ) -> list[Record]:
         """`from_wire` for every record of a page, in one loop: the read path of a busy shard.
 

@@ -141,3 +141,24 @@ def test_a_page_said_to_be_unescaped_sizes_ascii_strings_by_their_length() -> No
     assert exact.size == len(orjson.dumps(exact.entry)) + 1
     trusted = factory.page("s", [raw], True, unescaped=True)[0]
     assert trusted.size == exact.size - 2, "a quote and a newline, each one byte short"
+
+
+def test_a_key_or_data_that_is_not_a_string_is_taken_as_create_takes_it() -> None:
+    """An answer no Kinesis gives, but an emulator might: the page is still made, record by
+    record, each as `create` makes it."""
+    factory = KinesisRecordFactory(stream_arn=STREAM, region="eu-west-1", identity_arn=ROLE)
+    reference = KinesisRecordFactory(stream_arn=STREAM, region="eu-west-1", identity_arn=ROLE)
+    raws = [
+        {
+            "SequenceNumber": "1",
+            "PartitionKey": "k",
+            "Data": "QQ==",
+            "ApproximateArrivalTimestamp": 2,
+        },
+        {"SequenceNumber": "2", "PartitionKey": 7, "Data": 12, "ApproximateArrivalTimestamp": 2},
+    ]
+    records = factory.page("s", raws, True, unescaped=True)
+    expected = [reference.from_wire("s", raw) for raw in raws]
+    assert [(r.entry, r.size, r.key) for r in records] == [
+        (e.entry, e.size, e.key) for e in expected
+    ]
