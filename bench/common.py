@@ -77,6 +77,60 @@ class LatencyBackend(NoopBackend):
         return await super().invoke(invocation)
 
 
+@dataclass(frozen=True)
+class LatencyWindow:
+    """What a latency benchmark timed: the latencies (sorted), the CPU and wall seconds,
+    and the calls a server counted in between."""
+
+    latencies: list[float]
+    cpu: float
+    wall: float
+    calls: int
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def p99_ms(self) -> float:
+        return self.latencies[int(len(self.latencies) * 0.99)] * 1000
+
+    @property
+    def cpu_share(self) -> float:
+        return self.cpu / self.wall
+
+
+async def time_latencies(
+    runner: Any,
+    backend: LatencyBackend,
+    *,
+    warmup: float,
+    seconds: float,
+    calls: Callable[[], int] = lambda: 0,
+) -> LatencyWindow:
+    """Run `runner` for `warmup` seconds, then time `seconds` more: `backend`'s latencies of
+    that window, this process's CPU in it and the difference in `calls()` over it.
+
+    :raises SystemExit: nothing reached the function in the window.
+    """
+    from esm.gc_tuning import freeze_startup_heap
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.run)
+        await anyio.sleep(warmup)
+        freeze_startup_heap()
+        backend.latencies.clear()
+        before, cpu, wall = calls(), process_cpu_seconds(), time.monotonic()
+        await anyio.sleep(seconds)
+        cpu, wall = process_cpu_seconds() - cpu, time.monotonic() - wall
+        window = LatencyWindow(sorted(backend.latencies), cpu, wall, calls() - before)
+        runner.stop()
+        tg.cancel_scope.cancel()
+    if not window.latencies:
+        raise SystemExit(f"nothing reached the function in {seconds} s")
+    return window
+
+
 class FinishLineStore(MemoryCheckpointStore):
     """A memory checkpoint store that sets `done` once `shards` shards saved a finished checkpoint.
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import statistics
-import time
 from typing import Any
 
 import anyio
@@ -34,9 +32,9 @@ from common import (
     local_kinesis_api,
     machine,
     make_runner,
-    process_cpu_seconds,
     quiet_logs,
     table,
+    time_latencies,
 )
 
 
@@ -48,7 +46,7 @@ def _put_time(record: dict[str, Any]) -> float:
 async def _measure(
     server: CannedKinesis, shards: int, seconds: float, interval: float, use_lean: bool
 ) -> dict[str, float]:
-    from esm.gc_tuning import freeze_startup_heap, tune_collector
+    from esm.gc_tuning import tune_collector
 
     quiet_logs()
     tune_collector()
@@ -57,29 +55,22 @@ async def _measure(
         runner, _ = make_runner(
             api, FinishLineStore(shards), 100, backend=backend, poll_interval=interval
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runner.run)
-            # Warm-up: every shard read, and a few seconds of records delivered.
-            await anyio.sleep(max(3.0, interval * 3))
-            freeze_startup_heap()
-            backend.latencies.clear()
-            before, cpu, wall = server.counts(), process_cpu_seconds(), time.monotonic()
-            await anyio.sleep(seconds)
-            cpu, wall = process_cpu_seconds() - cpu, time.monotonic() - wall
-            reads = server.counts().get("GetRecords", 0) - before.get("GetRecords", 0)
-            latencies = sorted(backend.latencies)
-            runner.stop()
-            tg.cancel_scope.cancel()
-    if not latencies:
-        raise SystemExit(f"no record reached the function in {seconds} s")
+        # Warm-up: every shard read, and a few seconds of records delivered.
+        window = await time_latencies(
+            runner,
+            backend,
+            warmup=max(3.0, interval * 3),
+            seconds=seconds,
+            calls=lambda: server.counts().get("GetRecords", 0),
+        )
     return {
         "interval": interval,
-        "records": len(latencies),
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "cpu_share": cpu / wall,
-        "cpu_ms_per_shard_s": cpu / wall / shards * 1000,
-        "reads_per_shard_s": reads / shards / wall,
+        "records": len(window.latencies),
+        "p50_ms": window.p50_ms,
+        "p99_ms": window.p99_ms,
+        "cpu_share": window.cpu_share,
+        "cpu_ms_per_shard_s": window.cpu_share / shards * 1000,
+        "reads_per_shard_s": window.calls / shards / window.wall,
     }
 
 

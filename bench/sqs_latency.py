@@ -21,7 +21,6 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import random
-import statistics
 import time
 from typing import Any
 
@@ -33,9 +32,9 @@ from common import (
     Column,
     LatencyBackend,
     machine,
-    process_cpu_seconds,
     quiet_logs,
     table,
+    time_latencies,
 )
 from local_server import start_local_server
 from sqs_wire import JSON_10, CannedQueue, client_config, make_queue_runner
@@ -116,7 +115,7 @@ def serve(conn: multiprocessing.connection.Connection, rate: float) -> None:
 
 
 async def measure(port: int, seconds: float) -> dict[str, float]:
-    from esm.gc_tuning import freeze_startup_heap, tune_collector
+    from esm.gc_tuning import tune_collector
 
     quiet_logs()
     tune_collector()
@@ -130,24 +129,12 @@ async def measure(port: int, seconds: float) -> dict[str, float]:
     ) as client:
         backend = LatencyBackend(lambda record: float(orjson.loads(record["body"])["sent"]))
         runner = make_queue_runner(client, 5, backend)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runner.run)
-            await anyio.sleep(3.0)
-            freeze_startup_heap()
-            backend.latencies.clear()
-            cpu, wall = process_cpu_seconds(), time.monotonic()
-            await anyio.sleep(seconds)
-            cpu, wall = process_cpu_seconds() - cpu, time.monotonic() - wall
-            latencies = sorted(backend.latencies)
-            runner.stop()
-            tg.cancel_scope.cancel()
-    if not latencies:
-        raise SystemExit(f"no message reached the function in {seconds} s")
+        window = await time_latencies(runner, backend, warmup=3.0, seconds=seconds)
     return {
-        "messages": len(latencies),
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "cpu_share": cpu / wall,
+        "messages": len(window.latencies),
+        "p50_ms": window.p50_ms,
+        "p99_ms": window.p99_ms,
+        "cpu_share": window.cpu_share,
     }
 
 
