@@ -42,6 +42,8 @@ __all__ = [
 
 # base64 of a KPL container's magic prefix (F3 89 9A C2): its text always starts so.
 _CONTAINER_B64: Final = "84maw"
+# Equal to no arrival time, so a page's first record always has its own worked out.
+_NO_STAMP: Final = object()
 
 
 class KinesisRecordFactory:
@@ -213,7 +215,7 @@ class KinesisRecordFactory:
         fixed = self._fixed_size + self._shard_size(shard_id)
         identity_arn, region, stream_arn = self.identity_arn, self.region, self.stream_arn
         eventid_prefix = f"{shard_id}:"
-        last_stamp: object = None
+        last_stamp: object = _NO_STAMP
         arrival = rounded = 0.0
         stamp_size = 0
         records: list[Record] = []
@@ -223,7 +225,7 @@ class KinesisRecordFactory:
             key = raw["PartitionKey"]
             data = raw["Data"]
             stamp = raw.get("ApproximateArrivalTimestamp")
-            if stamp != last_stamp or last_stamp is None:
+            if stamp != last_stamp:
                 last_stamp = stamp
                 arrival = float(stamp or 0.0)
                 rounded = to_millis(arrival)

@@ -162,3 +162,14 @@ def test_a_key_or_data_that_is_not_a_string_is_taken_as_create_takes_it() -> Non
     assert [(r.entry, r.size, r.key) for r in records] == [
         (e.entry, e.size, e.key) for e in expected
     ]
+
+
+def test_records_without_an_arrival_time_are_sized_as_create_sizes_them() -> None:
+    factory = KinesisRecordFactory(stream_arn=STREAM, region="eu-west-1", identity_arn=ROLE)
+    reference = KinesisRecordFactory(stream_arn=STREAM, region="eu-west-1", identity_arn=ROLE)
+    raws = [{"SequenceNumber": str(n), "PartitionKey": "k", "Data": "QQ=="} for n in range(2)]
+    records = factory.page("s", raws, True, unescaped=True)
+    expected = [reference.from_wire("s", raw) for raw in raws]
+    assert [(r.entry, r.size, r.arrival) for r in records] == [
+        (e.entry, e.size, e.arrival) for e in expected
+    ]
